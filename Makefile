@@ -1,0 +1,53 @@
+# Switchboard: `make run` starts everything, `make test` runs the whole suite.
+# Both set up what they need first: the virtualenv in .venv and redis-server (apt) when missing.
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SRC := services tests bench
+
+.PHONY: help setup deps run test lint format typecheck bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps:  ## system packages: redis-server through apt when it is not on PATH
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server with apt"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: deps $(STAMP)  ## virtualenv + packages + redis-server
+
+run: setup  ## start the supervisor: private Redis (unless REDIS_URL is set) and every service
+	$(BIN)/switchboard run
+
+test: setup  ## the whole test suite against a real redis-server the suite starts
+	$(BIN)/python -m pytest -q
+
+lint: setup  ## ruff
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/ruff check $(SRC)
+
+format: setup
+	$(BIN)/ruff format $(SRC)
+	$(BIN)/ruff check --fix $(SRC)
+
+typecheck: setup  ## mypy --strict on services/
+	$(BIN)/mypy
+
+bench: setup  ## benchmarks next to the peer (python-socketio), figures as a table
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .switchboard .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,130 @@
+"""JWT verification (pyjwt) with pinned algorithms, and token revocation by `jti` in Redis."""
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from redis.asyncio import Redis
+
+from .errors import TokenExpired, Unauthorized
+from .settings import JwtSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a verified connection token says about its bearer."""
+
+    user: str
+    expires_at: float | None  # epoch seconds; None when the token never expires
+    jti: str | None
+    scopes: frozenset[str]
+    channels: tuple[str, ...]  # channels or fnmatch patterns the token allows (claim `channels`)
+    info: Mapping[str, Any]  # claim `info`: shown to others in presence
+
+    def expires_in(self, now: float | None = None) -> int | None:
+        if self.expires_at is None:
+            return None
+        return max(0, int(self.expires_at - (time.time() if now is None else now)))
+
+
+class TokenVerifier:
+    """Verifies connection, channel and server-API tokens against one configured key."""
+
+    def __init__(self, settings: JwtSettings) -> None:
+        self._settings = settings
+        required = ["sub", "exp"] if settings.require_exp else ["sub"]
+        if settings.audience:
+            required.append("aud")
+        if settings.issuer:
+            required.append("iss")
+        self._required = required
+
+    def decode(self, token: str, *, required: list[str] | None = None) -> dict[str, Any]:
+        """Verify the signature and registered claims; return the payload."""
+        if not isinstance(token, str) or not token:
+            raise Unauthorized("token missing")
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                self._settings.key,
+                algorithms=list(self._settings.algorithms),
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                leeway=self._settings.leeway_s,
+                options={"require": required or self._required, "verify_aud": bool(self._settings.audience)},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpired("token expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise Unauthorized("token not valid yet") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"token lacks claim {exc.claim!r}") from exc
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized("invalid token") from exc
+        return payload
+
+    def verify(self, token: str) -> Claims:
+        payload = self.decode(token)
+        user = payload.get("sub")
+        if not isinstance(user, str) or not user:
+            raise Unauthorized("token claim 'sub' must be a non-empty string")
+        exp = payload.get("exp")
+        scope = payload.get("scope", "")
+        channels = payload.get("channels", ())
+        info = payload.get("info", {})
+        jti = payload.get("jti")
+        return Claims(
+            user=user,
+            expires_at=float(exp) if isinstance(exp, int | float) else None,
+            jti=str(jti) if jti is not None else None,
+            scopes=frozenset(scope.split() if isinstance(scope, str) else ()),
+            channels=tuple(c for c in channels if isinstance(c, str))
+            if isinstance(channels, list)
+            else (),
+            info=info if isinstance(info, dict) else {},
+        )
+
+    def verify_channel_token(self, token: str, *, user: str, channel: str) -> None:
+        """A channel token is signed by the backend: `sub` = the user, `channel` = the channel."""
+        payload = self.decode(token, required=["sub", "channel"])
+        if payload.get("sub") != user or payload.get("channel") != channel:
+            raise Unauthorized("channel token is for another user or channel")
+
+
+def mint_token(settings: JwtSettings, claims: Mapping[str, Any], *, ttl_s: float | None) -> str:
+    """Sign a token with the configured key (the CLI and tests use this)."""
+    if not settings.signing_key:
+        raise ValueError("no signing key configured (JWT_PRIVATE_KEY_FILE)")
+    now = int(time.time())
+    payload: dict[str, Any] = {"iat": now, **claims}
+    if ttl_s is not None:
+        payload["exp"] = now + int(ttl_s)
+    if settings.audience and "aud" not in payload:
+        payload["aud"] = settings.audience
+    if settings.issuer and "iss" not in payload:
+        payload["iss"] = settings.issuer
+    return jwt.encode(payload, settings.signing_key, algorithm=settings.algorithms[0])
+
+
+class RevocationList:
+    """Revoked token ids: ours under `sb:revoked:<jti>`, and Zou's `<jti>` = "true" in its DB."""
+
+    def __init__(self, redis: Redis, key_prefix: str, *, zou_redis: Redis | None) -> None:
+        self._redis = redis
+        self._prefix = f"{key_prefix}:revoked:"
+        self._zou = zou_redis
+
+    async def is_revoked(self, jti: str | None) -> bool:
+        if jti is None:
+            return False
+        if await self._redis.exists(self._prefix + jti):
+            return True
+        if self._zou is None:
+            return False
+        value = await self._zou.get(jti)
+        return value in (b"true", "true")
+
+    async def revoke(self, jti: str, ttl_s: int) -> None:
+        await self._redis.set(self._prefix + jti, b"1", ex=max(1, ttl_s))

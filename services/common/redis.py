@@ -1,0 +1,97 @@
+"""Redis clients and the one key namespace every service uses.
+
+Key layout (prefix `sb` by default, `REDIS_KEY_PREFIX`). `{...}` hash tags keep a channel's keys
+in one Redis Cluster slot:
+
+| key / channel                 | type     | purpose                                            |
+|-------------------------------|----------|----------------------------------------------------|
+| `sb:ch:{<channel>}`           | pub/sub  | live fan-out of one channel to gateways             |
+| `sb:hist:{<channel>}`         | stream   | channel history (MAXLEN and TTL per namespace)      |
+| `sb:meta:{<channel>}`         | hash     | `e` = epoch of the history; lost with the history   |
+| `sb:presence:{<channel>}`     | hash     | client id -> JSON info                              |
+| `sb:presence:{<channel>}:exp` | zset     | client id scored by expiry (ms)                     |
+| `sb:control`                  | pub/sub  | cluster commands between gateways (disconnect, revoke) |
+| `sb:nodes`                    | hash     | gateway id -> JSON stats, refreshed periodically    |
+| `sb:revoked:<jti>`            | string   | a revoked token id, expires with the token          |
+| `sb:events`                   | stream   | every published event with a name, for handlers     |
+"""
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from .settings import RedisSettings
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+class Keys:
+    """Builds every Redis key and channel name from the configured prefix."""
+
+    __slots__ = ("control", "events", "nodes", "prefix")
+
+    def __init__(self, prefix: str = "sb") -> None:
+        self.prefix = prefix
+        self.control = f"{prefix}:control"
+        self.nodes = f"{prefix}:nodes"
+        self.events = f"{prefix}:events"
+
+    def channel(self, channel: str) -> str:
+        return f"{self.prefix}:ch:{{{channel}}}"
+
+    def channel_from_pubsub(self, name: str) -> str:
+        """Inverse of `channel()`: `sb:ch:{news}` -> `news`."""
+        return name[len(self.prefix) + 5 : -1]
+
+    def history(self, channel: str) -> str:
+        return f"{self.prefix}:hist:{{{channel}}}"
+
+    def meta(self, channel: str) -> str:
+        return f"{self.prefix}:meta:{{{channel}}}"
+
+    def presence(self, channel: str) -> str:
+        return f"{self.prefix}:presence:{{{channel}}}"
+
+    def presence_expiry(self, channel: str) -> str:
+        return f"{self.prefix}:presence:{{{channel}}}:exp"
+
+    def revoked(self, jti: str) -> str:
+        return f"{self.prefix}:revoked:{jti}"
+
+
+def make_client(settings: RedisSettings, **overrides: Any) -> Redis:
+    """A client with the project's pinned reply shape (RESP3) and fail-fast timeouts."""
+    options: dict[str, Any] = {
+        "protocol": 3,
+        "socket_connect_timeout": settings.connect_timeout_s,
+        "health_check_interval": settings.health_check_interval_s,
+        "retry_on_timeout": False,
+    }
+    options.update(overrides)
+    return Redis.from_url(settings.url, **options)
+
+
+def redis_ctx(
+    key: web.AppKey[Redis], settings: RedisSettings, *, client: Redis | None = None
+) -> CleanupCtx:
+    """Store a Redis client under `key` for the app's lifetime.
+
+    A client passed in (tests) is stored but not closed: its owner closes it. The service
+    starts even when Redis is down: `/readyz` says so, and the bus reconnects by itself.
+    """
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if client is not None:
+            app[key] = client
+            yield
+            return
+        owned = make_client(settings)
+        app[key] = owned
+        try:
+            yield
+        finally:
+            await owned.aclose()
+
+    return ctx

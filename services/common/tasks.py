@@ -1,0 +1,55 @@
+"""Background jobs that must keep running: restarted with capped backoff, cancelled on cleanup."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+
+async def run_forever(
+    name: str,
+    job: Callable[[], Awaitable[None]],
+    *,
+    initial_backoff_s: float = 0.1,
+    max_backoff_s: float = 5.0,
+) -> None:
+    """Keep `job` running until cancelled, restarting it with capped exponential backoff."""
+    backoff = initial_backoff_s
+    while True:
+        started = time.monotonic()
+        try:
+            await job()
+            log.warning("task returned; restarting", extra={"task": name})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "task failed; restarting",
+                extra={"task": name, "backoff_s": backoff, "error": repr(exc)},
+            )
+        if time.monotonic() - started > max_backoff_s:
+            backoff = initial_backoff_s  # it ran healthily for a while; start over
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, max_backoff_s)
+
+
+def supervised(
+    name: str, job: Callable[[web.Application], Awaitable[None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx entry that runs `job(app)` under run_forever for the app's lifetime."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_forever(name, lambda: job(app)), name=name)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return ctx
