@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway next to python-socketio; run with `python -m bench`."""

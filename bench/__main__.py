@@ -1,0 +1,131 @@
+"""`python -m bench` (`make bench`): the same workloads on Switchboard's gateway and on
+python-socketio, in one run, against one private redis-server, then a table of both.
+
+Each server runs alone in its own process; its CPU time and memory are read from /proc. The
+load client (this process) shares the machine's cores, which is why CPU time per delivery, not
+deliveries per second, is the figure to compare across machines.
+"""
+
+import argparse
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvloop
+from redis.asyncio import Redis
+
+from . import report
+from .harness import ROOT, RedisServer, raise_nofile
+from .targets import TARGETS, Target
+from .workloads import Fanout, Idle, Paced, Result, fanout, idle_memory, latency
+
+WORKLOADS = ("busy", "channels", "latency", "idle")
+RESULTS_PATH = ROOT / "bench" / "results" / "latest.json"
+Runner = Callable[[Target, RedisServer], Awaitable[Result]]
+
+
+def runners(args: argparse.Namespace) -> dict[str, Runner]:
+    d = args.duration
+    busy = Fanout(subscribers=1000, channels=1, duration_s=d, in_flight=10, batch=1)
+    channels = Fanout(subscribers=1000, channels=1000, duration_s=d, in_flight=2000, batch=200)
+    paced = Paced(subscribers=100, rate=100.0, duration_s=d)
+    idle = Idle(connections=args.connections)
+    return {
+        "busy": lambda t, r: fanout(t, r, busy),
+        "channels": lambda t, r: fanout(t, r, channels),
+        "latency": lambda t, r: latency(t, r, paced),
+        "idle": lambda t, r: idle_memory(t, r, idle),
+    }
+
+
+async def run(args: argparse.Namespace) -> int:
+    limit = raise_nofile()
+    if limit < args.connections + 1000:
+        print(f"warning: RLIMIT_NOFILE is {limit}, too low for {args.connections} connections")
+    targets = [TARGETS[name]() for name in args.systems]
+    labels = {t.name: t.label for t in targets}
+    todo = runners(args)
+    results: report.Results = {}
+    redis = RedisServer()
+    redis.start()
+    started = datetime.now(UTC)
+    try:
+        for workload in args.workloads:
+            results[workload] = {}
+            for target in targets:
+                results[workload][target.name] = await measure(workload, target, redis, todo)
+    finally:
+        redis.close()
+    info = {
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": report.machine(),
+    }
+    print()
+    print(report.table(results, [t.name for t in targets], labels))
+    if len(targets) == 2:
+        print("ratio = first system / second system")
+    for line in report.notes(results, labels):
+        print("note:", line)
+    if "switchboard" in labels:
+        print()
+        print("targets (switchboard):")
+        for line in report.target_check(results, "switchboard"):
+            print("  " + line)
+    report.write_json(Path(args.json), results, info)
+    print(f"\nresults: {args.json}")
+    return 0
+
+
+async def measure(
+    workload: str, target: Target, redis: RedisServer, todo: dict[str, Runner]
+) -> Result | str:
+    """Run one workload on one system; a failure is reported, not raised."""
+    why_not = target.available()
+    if why_not:
+        print(f"{workload:>8} {target.label}: skipped ({why_not})", flush=True)
+        return why_not
+    client = Redis.from_url(redis.url)
+    await client.flushall()
+    await client.aclose()
+    t0 = time.monotonic()
+    print(f"{workload:>8} {target.label}: ...", end="", flush=True)
+    try:
+        result = await todo[workload](target, redis)
+    except Exception as exc:  # one failed run must not hide the others' figures
+        print(f" failed: {exc!r}", flush=True)
+        return f"{type(exc).__name__}: {exc}"
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
+    print(f" {time.monotonic() - t0:.1f}s  {summary}", flush=True)
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--systems", type=lambda s: s.split(","), default=list(TARGETS), help="comma-separated"
+    )
+    parser.add_argument(
+        "--workloads", type=lambda s: s.split(","), default=list(WORKLOADS), help="comma-separated"
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
+    parser.add_argument("--connections", type=int, default=10_000, help="idle connections")
+    parser.add_argument("--json", default=str(RESULTS_PATH), help="where to write the results")
+    args = parser.parse_args(argv)
+    for name in args.systems:
+        if name not in TARGETS:
+            parser.error(f"unknown system {name!r}; choose from {', '.join(TARGETS)}")
+    for name in args.workloads:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+    return args
+
+
+def main() -> None:
+    sys.exit(uvloop.run(run(parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The peer under test: python-socketio's AsyncServer on aiohttp and uvloop, Redis manager.
+
+This is how a python-socketio deployment fans out across processes: every server listens on the
+manager's Redis channel, and backends publish with `AsyncRedisManager(write_only=True).emit()`.
+WebSocket transport only, so both systems are measured on the same transport.
+
+Run: python -m bench.peer_socketio --port 8000 --redis redis://127.0.0.1:6379/0
+"""
+
+import argparse
+import asyncio
+import signal
+
+import socketio
+import uvloop
+from aiohttp import web
+
+
+def create_app(redis_url: str) -> web.Application:
+    """An aiohttp app with the Socket.IO server attached at /socket.io/."""
+    sio = socketio.AsyncServer(
+        client_manager=socketio.AsyncRedisManager(redis_url),
+        async_mode="aiohttp",
+        transports=["websocket"],
+    )
+
+    @sio.on("subscribe")
+    async def subscribe(sid: str, room: str) -> bool:
+        # The return value is the ack: the load client waits for it before publishing.
+        await sio.enter_room(sid, room)
+        return True
+
+    app = web.Application()
+    sio.attach(app)
+    return app
+
+
+async def serve(host: str, port: int, redis_url: str) -> None:
+    runner = web.AppRunner(create_app(redis_url), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis", required=True, help="Redis URL of the manager")
+    args = parser.parse_args()
+    uvloop.run(serve(args.host, args.port, args.redis))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The results table, the targets check and the JSON file: formatting only, no measuring."""
+
+import json
+import math
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .workloads import Result
+
+Results = dict[str, dict[str, Result | str]]  # workload -> system -> result, or why it failed
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the table: a metric of a workload, and which direction is better."""
+
+    workload: str
+    metric: str
+    label: str
+    higher_is_better: bool
+    digits: int = 1
+
+
+WORKLOAD_TITLES = {
+    "busy": "1 channel x 1,000 subscribers",
+    "channels": "1,000 channels x 1 subscriber",
+    "latency": "latency, 100 subs x 100 pub/s",
+    "idle": "10,000 idle connections",
+}
+
+ROWS = [
+    Row("busy", "deliveries_per_s", "deliveries/s (higher is better)", True, 0),
+    Row("busy", "cpu_us_per_delivery", "server CPU us/delivery", False, 2),
+    Row("busy", "lost", "lost deliveries", False, 0),
+    Row("channels", "publications_per_s", "publications/s (higher is better)", True, 0),
+    Row("channels", "cpu_us_per_publication", "server CPU us/publication", False, 1),
+    Row("channels", "redis_cpu_us_per_publication", "redis CPU us/publication", False, 1),
+    Row("channels", "lost", "lost deliveries", False, 0),
+    Row("latency", "p50_ms", "p50 publish-to-receive ms", False, 2),
+    Row("latency", "p99_ms", "p99 publish-to-receive ms", False, 2),
+    Row("latency", "max_ms", "max publish-to-receive ms", False, 2),
+    Row("latency", "cpu_us_per_delivery", "server CPU us/delivery", False, 2),
+    Row("latency", "lost", "lost deliveries", False, 0),
+    Row("idle", "kb_per_connection", "RSS KB/connection", False, 1),
+    Row("idle", "connections_per_s", "connections opened/s (higher is better)", True, 0),
+]
+
+# The issue's targets for Switchboard: (workload, metric, limit, lower is the goal).
+TARGETS = [
+    ("busy", "cpu_us_per_delivery", 1.0, "<= 1 us server CPU per delivery, busy channel"),
+    ("channels", "cpu_us_per_publication", 12.0, "<= 12 us server CPU per publication"),
+    ("latency", "p99_ms", 5.0, "p99 < 5 ms at 10,000 deliveries/s"),
+    ("idle", "kb_per_connection", 12.0, "<= 12 KB RSS per idle connection"),
+]
+
+
+def value(result: Result | str | None, metric: str) -> float | None:
+    if not isinstance(result, Result):
+        return None
+    if metric == "lost":
+        return float(result.lost)
+    return result.metrics.get(metric)
+
+
+def fmt(number: float | None, digits: int) -> str:
+    if number is None or math.isnan(number):
+        return "-"
+    return f"{number:,.{digits}f}"
+
+
+def table(results: Results, systems: list[str], labels: dict[str, str]) -> str:
+    """Plain text: workload | metric | <system> ... | ratio (first system / second)."""
+    head = ["workload", "metric", *(labels[s] for s in systems)]
+    if len(systems) == 2:
+        head.append("ratio")
+    lines = [head]
+    for row in ROWS:
+        if row.workload not in results:
+            continue
+        cells = [value(results[row.workload].get(s), row.metric) for s in systems]
+        line = [WORKLOAD_TITLES[row.workload], row.label, *(fmt(c, row.digits) for c in cells)]
+        if len(systems) == 2:
+            a, b = cells
+            line.append(f"{a / b:.2f}" if a is not None and b else "-")
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = []
+    for n, line in enumerate(lines):
+        cols = [
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.append(" | ".join(cols))
+        if n == 0:
+            out.append("-+-".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def notes(results: Results, labels: dict[str, str]) -> list[str]:
+    lines = []
+    for workload, by_system in results.items():
+        for system, result in by_system.items():
+            where = f"{WORKLOAD_TITLES[workload]}, {labels[system]}"
+            if isinstance(result, str):
+                lines.append(f"{where}: not measured: {result}")
+            else:
+                lines.extend(f"{where}: {note}" for note in result.notes)
+    return lines
+
+
+def target_check(results: Results, system: str) -> list[str]:
+    lines = []
+    for workload, metric, limit, text in TARGETS:
+        got = value(results.get(workload, {}).get(system), metric)
+        if got is None:
+            continue
+        verdict = "met" if got <= limit else "MISSED"
+        lines.append(f"{text}: {got:.2f} -> {verdict}")
+    return lines
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        redis_version = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        redis_version = ""
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "redis": redis_version,
+    }
+
+
+def write_json(path: Path, results: Results, info: dict[str, Any]) -> None:
+    out: dict[str, Any] = {**info, "results": {}}
+    for workload, by_system in results.items():
+        out["results"][workload] = {
+            system: (
+                {"metrics": r.metrics, "lost": r.lost, "notes": r.notes}
+                if isinstance(r, Result)
+                else {"error": r}
+            )
+            for system, r in by_system.items()
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")

@@ -1,0 +1,280 @@
+"""A minimal WebSocket client on a raw asyncio Protocol, cheap enough to be the load generator.
+
+It does the HTTP upgrade by hand and parses frames without copying the common case: a delivery
+is counted with `bytes.count(marker, start, end)` inside the receive buffer, so one frame costs a
+few hundred nanoseconds of client CPU (aiohttp's client costs several times that, see
+docs/BENCHMARKS.md). Subclasses speak the application protocol on top (`bench/targets.py`).
+
+Several clients share one `Tally`, so a publisher can wait for "N deliveries in total" without a
+wake-up per frame.
+"""
+
+import asyncio
+import base64
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import cast
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 1, 2, 8, 9, 10
+# Linux: let connect() pick the port for the whole 4-tuple, not bind() for the address alone.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+class Tally:
+    """Deliveries counted across many clients, with one waiter for a running total."""
+
+    __slots__ = ("_target", "_waiter", "last_ns", "latencies_ns", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.last_ns = 0
+        self.latencies_ns: list[int] | None = None
+        self._target = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    def reset(self, *, latency: bool = False) -> None:
+        self.total = 0
+        self.last_ns = 0
+        self.latencies_ns = [] if latency else None
+
+    def check(self) -> None:
+        """Called after each receive: wake the waiter once its total is reached."""
+        waiter = self._waiter
+        if waiter is not None and self.total >= self._target and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_for(self, total: int, timeout_s: float) -> bool:
+        """Wait until `total` deliveries were counted; False on timeout."""
+        if self.total >= total:
+            return True
+        self._target = total
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiter = None
+
+
+def mask_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
+    """One client-to-server frame (clients must mask, RFC 6455 section 5.3)."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    key = os.urandom(4)
+    stream = (key * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
+    return header + key + masked
+
+
+class HandshakeError(ConnectionError):
+    """The server did not answer the upgrade with 101, or closed before it."""
+
+
+class WsClient(asyncio.Protocol):
+    """WebSocket transport: upgrade, frame parsing, ping/pong, close. No fragmentation.
+
+    `marker` is the byte string that starts each delivery in a text frame; frames without it go
+    to `on_control_message`, which subclasses use for their handshake and command replies.
+    """
+
+    marker: bytes = b""
+    ts_key: bytes = b'"ts":'
+
+    def __init__(self, tally: Tally, path: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.tally = tally
+        self.path = path
+        self.headers = headers
+        self.count = 0
+        self.close_code: int | None = None
+        self.errors: list[str] = []
+        self.transport: asyncio.Transport | None = None
+        self._buf = b""
+        self._upgraded = False
+        self._key = base64.b64encode(os.urandom(16))
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        host, port = transport.get_extra_info("peername")[:2]
+        lines = [
+            f"GET {self.path} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {self._key.decode()}",
+            "Sec-WebSocket-Version: 13",
+            *(f"{name}: {value}" for name, value in self.headers),
+        ]
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = ConnectionError(f"connection lost: {exc}")
+        self._fail(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send_text(self, text: str | bytes) -> None:
+        assert self.transport is not None
+        payload = text.encode() if isinstance(text, str) else text
+        self.transport.write(mask_frame(payload))
+
+    def close(self) -> None:
+        """Close without waiting for the server's close frame: the benchmark is over."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(mask_frame((1000).to_bytes(2, "big"), OP_CLOSE))
+            self.transport.close()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        if not self._upgraded:
+            buf = self._upgrade(buf)
+            if not buf:
+                return
+        now = time.perf_counter_ns()
+        pos = self._frames(buf, now)
+        self._buf = buf[pos:] if pos < len(buf) else b""
+
+    def _upgrade(self, buf: bytes) -> bytes:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self._buf = buf
+            return b""
+        head, rest = buf[:end], buf[end + 4 :]
+        status = head.split(b"\r\n", 1)[0]
+        accept = base64.b64encode(hashlib.sha1(self._key + WS_GUID).digest())
+        if b" 101 " not in status + b" " or accept not in head:
+            self._fail(HandshakeError(f"upgrade refused: {head[:300]!r} {rest[:300]!r}"))
+            assert self.transport is not None
+            self.transport.close()
+            return b""
+        self._upgraded = True
+        self._buf = b""
+        self.on_upgraded()
+        return rest
+
+    def _frames(self, buf: bytes, now: int) -> int:
+        """Handle every complete frame in `buf`; return where the incomplete tail starts."""
+        pos, n, marker = 0, len(buf), self.marker
+        delivered = 0
+        while n - pos >= 2:
+            length = buf[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                start = pos + 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                start = pos + 10
+            end = start + length
+            if end > n:
+                break
+            opcode = buf[pos] & 0x0F
+            if opcode in (OP_TEXT, OP_BINARY):
+                found = buf.count(marker, start, end)
+                if found:
+                    delivered += found
+                    if self.tally.latencies_ns is not None:
+                        self._latencies(buf, start, end, now)
+                else:
+                    self.on_control_message(buf[start:end])
+            else:
+                self._control_frame(opcode, buf[start:end])
+            pos = end
+        if delivered:
+            self.count += delivered
+            tally = self.tally
+            tally.total += delivered
+            tally.last_ns = now
+            tally.check()
+        return pos
+
+    def _latencies(self, buf: bytes, start: int, end: int, now: int) -> None:
+        record = self.tally.latencies_ns
+        assert record is not None
+        key = self.ts_key
+        at = buf.find(key, start, end)
+        while at >= 0:
+            value_start = at + len(key)
+            value_end = value_start
+            while value_end < end and buf[value_end] in b" 0123456789":
+                value_end += 1
+            record.append(now - int(buf[value_start:value_end]))
+            at = buf.find(key, value_end, end)
+
+    def _control_frame(self, opcode: int, payload: bytes) -> None:
+        assert self.transport is not None
+        if opcode == OP_PING:
+            self.transport.write(mask_frame(payload, OP_PONG))
+        elif opcode == OP_CLOSE:
+            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            self._fail(ConnectionError(f"closed by server: {self.close_code} {payload[2:]!r}"))
+            self.close()
+        elif opcode != OP_PONG:
+            self.errors.append(f"unexpected opcode {opcode}")
+
+    def _fail(self, error: Exception) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(error)
+        self.on_failure(error)
+
+    # -- for subclasses ----------------------------------------------------------------------
+
+    def on_upgraded(self) -> None:
+        """The HTTP upgrade succeeded; protocols without their own handshake are open now."""
+        self.opened.set_result(None)
+
+    def on_control_message(self, payload: bytes) -> None:
+        """A text frame that carries no delivery."""
+
+    def on_failure(self, error: Exception) -> None:
+        """The connection failed or was closed: fail whatever the subclass is waiting for."""
+
+
+async def open_client(
+    client: WsClient, host: str, port: int, local_ip: str, timeout_s: float = 30.0
+) -> WsClient:
+    """Connect from `local_ip` (127.0.0.x spreads ports) and wait until the client is open."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((local_ip, 0))
+        sock.setblocking(False)
+        async with asyncio.timeout(timeout_s):
+            await loop.sock_connect(sock, (host, port))
+            await loop.create_connection(lambda: client, sock=sock)
+            await client.opened
+    except BaseException:
+        sock.close()
+        client.close()
+        raise
+    return client
+
+
+def source_ip(index: int, spread: int = 200) -> str:
+    """The loopback source address of client `index`: 127.0.0.2 to 127.0.0.(spread+1)."""
+    return f"127.0.0.{2 + index % spread}"
