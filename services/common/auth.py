@@ -9,6 +9,7 @@ import jwt
 from redis.asyncio import Redis
 
 from .errors import TokenExpired, Unauthorized
+from .redis import Keys
 from .settings import JwtSettings
 
 
@@ -53,7 +54,10 @@ class TokenVerifier:
                 audience=self._settings.audience,
                 issuer=self._settings.issuer,
                 leeway=self._settings.leeway_s,
-                options={"require": required or self._required, "verify_aud": bool(self._settings.audience)},
+                options={
+                    "require": required or self._required,
+                    "verify_aud": bool(self._settings.audience),
+                },
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenExpired("token expired") from exc
@@ -111,15 +115,15 @@ def mint_token(settings: JwtSettings, claims: Mapping[str, Any], *, ttl_s: float
 class RevocationList:
     """Revoked token ids: ours under `sb:revoked:<jti>`, and Zou's `<jti>` = "true" in its DB."""
 
-    def __init__(self, redis: Redis, key_prefix: str, *, zou_redis: Redis | None) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, zou_redis: Redis | None) -> None:
         self._redis = redis
-        self._prefix = f"{key_prefix}:revoked:"
+        self._keys = keys
         self._zou = zou_redis
 
     async def is_revoked(self, jti: str | None) -> bool:
         if jti is None:
             return False
-        if await self._redis.exists(self._prefix + jti):
+        if await self._redis.exists(self._keys.revoked(jti)):
             return True
         if self._zou is None:
             return False
@@ -127,4 +131,4 @@ class RevocationList:
         return value in (b"true", "true")
 
     async def revoke(self, jti: str, ttl_s: int) -> None:
-        await self._redis.set(self._prefix + jti, b"1", ex=max(1, ttl_s))
+        await self._redis.set(self._keys.revoked(jti), b"1", ex=max(1, ttl_s))

@@ -137,7 +137,8 @@ class JwtSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> "JwtSettings":
-        algorithms = env.get("JWT_ALGORITHMS", parse_list, ("HS256",))
+        default_algorithms: tuple[str, ...] = ("HS256",)
+        algorithms = env.get("JWT_ALGORITHMS", parse_list, default_algorithms)
         unknown = set(algorithms) - HMAC_ALGORITHMS - PUBLIC_KEY_ALGORITHMS
         if unknown:
             raise SettingsError(f"JWT_ALGORITHMS is invalid: unsupported {sorted(unknown)}")
@@ -168,7 +169,9 @@ class JwtSettings:
             audience=env.get("JWT_AUDIENCE", str, None),
             issuer=env.get("JWT_ISSUER", str, None),
             require_exp=env.get("JWT_REQUIRE_EXP", parse_bool, True),
-            revocation_db=None if revocation.lower() == "off" else _int(revocation, "JWT_REVOCATION_DB"),
+            revocation_db=None
+            if revocation.lower() == "off"
+            else _int(revocation, "JWT_REVOCATION_DB"),
         )
 
 

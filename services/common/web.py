@@ -1,0 +1,82 @@
+"""HTTP plumbing every service shares: JSON errors, health and readiness routes, the runner."""
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvloop
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .errors import BadRequest, InternalError, ServiceError
+
+log = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[web.Application], Awaitable[dict[str, bool]]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """ServiceError -> `{"error": {"code", "message"}}` with its HTTP status; bugs -> 500."""
+    try:
+        return await handler(request)
+    except ServiceError as exc:
+        if exc.http_status >= 500:
+            log.warning("request failed", extra={"path": request.path, "code": int(exc.code)})
+        return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return web.json_response({"error": InternalError().to_dict()}, status=500)
+
+
+async def json_body(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """The request's JSON object, or a BadRequest that says what is wrong with it."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise BadRequest(f"body larger than {max_bytes} bytes")
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise BadRequest(f"body larger than {max_bytes} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def add_health_routes(app: web.Application, ready: ReadyCheck) -> None:
+    """`/healthz`: the loop answers. `/readyz`: every check passes (503 with the failing ones)."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks = await ready(request.app)
+        ok = all(checks.values())
+        return web.json_response(
+            {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+        )
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+def run(app: web.Application, *, host: str, port: int, shutdown_timeout_s: float) -> None:
+    """Serve `app` on uvloop until SIGTERM/SIGINT; aiohttp then runs on_shutdown and cleanup."""
+    log.info("listening", extra={"host": host, "port": port})
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        shutdown_timeout=shutdown_timeout_s,
+        loop=uvloop.new_event_loop(),
+        print=None,
+        access_log=None,
+        handle_signals=True,
+    )
+    asyncio.set_event_loop(None)

@@ -1,0 +1,1 @@
+"""WebSocket gateway: client connections, channels with history and presence, the server API."""

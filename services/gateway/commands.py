@@ -1,0 +1,294 @@
+"""The native protocol's commands: one method per op, each a few lines over the node's parts.
+
+A text frame holds one JSON command per line. A command carries an `id`; its reply carries the
+same `id` and either `result` or `error: {code, message}`. Commands of one connection run one
+after another, in order.
+"""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from services.common.bus import HistoryRead, Position, encode_data
+from services.common.channels import Namespace, Namespaces
+from services.common.errors import (
+    AlreadySubscribed,
+    BadRequest,
+    CloseCode,
+    ErrorCode,
+    LimitExceeded,
+    MethodNotFound,
+    NotAvailable,
+    NotSubscribed,
+    PermissionDenied,
+    ServiceError,
+    TokenExpired,
+    TooManyRequests,
+    Unauthorized,
+    UnrecoverablePosition,
+)
+
+from .connection import ClientConnection
+from .node import GatewayNode, TokenRevoked
+
+log = logging.getLogger(__name__)
+
+Command = dict[str, Any]
+Handler = Callable[[ClientConnection, Command], Awaitable[None]]
+
+
+class Commands:
+    def __init__(self, node: GatewayNode) -> None:
+        self.node = node
+        self.namespaces: Namespaces = node.settings.namespaces
+        self.counts: dict[str, int] = {}
+        self._ops: dict[str, Handler] = {
+            "connect": self.connect,
+            "refresh": self.refresh,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "publish": self.publish,
+            "history": self.history,
+            "presence": self.presence,
+            "ping": self.ping,
+        }
+
+    async def handle_frame(self, conn: ClientConnection, text: str) -> None:
+        for line in text.split("\n"):
+            if line.strip() and not conn.closing:
+                await self.handle(conn, line)
+
+    async def handle(self, conn: ClientConnection, line: str) -> None:
+        try:
+            command = json.loads(line)
+        except ValueError:
+            self._bad_frame(conn, "frame is not valid JSON")
+            return
+        if not isinstance(command, dict):
+            self._bad_frame(conn, "a command must be a JSON object")
+            return
+        cmd_id = command.get("id")
+        op = command.get("op")
+        try:
+            if cmd_id is not None and (
+                not isinstance(cmd_id, int | str) or isinstance(cmd_id, bool)
+            ):
+                cmd_id = None
+                raise BadRequest("id must be an integer or a string")
+            if not conn.limiter.take():
+                conn.rejected += 1
+                if conn.rejected > self.node.settings.limits.command_burst:
+                    conn.close(CloseCode.RATE_LIMITED, "command rate limit exceeded")
+                raise TooManyRequests("command rate limit exceeded")
+            conn.rejected = 0
+            handler = self._ops.get(op) if isinstance(op, str) else None
+            if handler is None:
+                raise MethodNotFound(f"unknown op {op!r}")
+            if conn.claims is None and op != "connect":
+                raise Unauthorized("send connect with a token first")
+            self.counts[op] = self.counts.get(op, 0) + 1
+            await handler(conn, command)
+        except ServiceError as exc:
+            conn.error(cmd_id, int(exc.code), exc.message)
+        except RedisError:
+            log.warning("redis unavailable during a command", extra={"op": op, "conn": conn.id})
+            conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")
+
+    def _bad_frame(self, conn: ClientConnection, message: str) -> None:
+        log.info("bad frame; closing", extra={"conn": conn.id, "reason": message})
+        conn.error(None, int(ErrorCode.BAD_REQUEST), message)
+        conn.close(CloseCode.BAD_FRAME, message)
+
+    # -- connection ----------------------------------------------------------------------
+
+    async def connect(self, conn: ClientConnection, cmd: Command) -> None:
+        token = cmd.get("token")
+        name = cmd.get("name", "")
+        if not isinstance(name, str) or len(name) > 128:
+            raise BadRequest("name must be a string of at most 128 characters")
+        if conn.claims is not None:
+            if token is not None:
+                await self.refresh(conn, cmd)
+                return
+        else:
+            if token is None:
+                raise Unauthorized("token required")
+            claims = await self._verify_or_close(conn, token)
+            try:
+                self.node.check_connection_limit(claims.user)
+            except LimitExceeded:
+                conn.close(CloseCode.CONNECTION_LIMIT, "too many connections for this user")
+                raise
+            self.node.attach(conn, claims)
+        conn.name = name or conn.name
+        assert conn.claims is not None
+        conn.reply(
+            cmd.get("id"),
+            {
+                "client": conn.id,
+                "user": conn.user,
+                "expires_in": conn.claims.expires_in(),
+                "ping": self.node.settings.heartbeat_s,
+            },
+        )
+
+    async def _verify_or_close(self, conn: ClientConnection, token: object) -> Any:
+        if not isinstance(token, str):
+            raise BadRequest("token must be a string")
+        try:
+            return await self.node.authenticate(token)
+        except TokenExpired:
+            conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+            raise
+        except TokenRevoked:
+            conn.close(CloseCode.TOKEN_REVOKED, "token revoked")
+            raise
+        except Unauthorized:
+            conn.close(CloseCode.INVALID_TOKEN, "invalid token")
+            raise
+
+    async def refresh(self, conn: ClientConnection, cmd: Command) -> None:
+        token = cmd.get("token")
+        if not isinstance(token, str):
+            raise BadRequest("token must be a string")
+        claims = await self.node.authenticate(token)
+        if claims.user != conn.user:
+            raise Unauthorized("token is for another user")
+        conn.claims = claims
+        conn.set_expiry(self.node.expiry_timer(conn, claims))
+        conn.reply(cmd.get("id"), {"expires_in": claims.expires_in()})
+
+    async def ping(self, conn: ClientConnection, cmd: Command) -> None:
+        conn.reply(cmd.get("id"), {})
+
+    # -- channels ------------------------------------------------------------------------
+
+    def _channel(self, cmd: Command) -> tuple[str, Namespace]:
+        channel = cmd.get("channel")
+        namespace = self.namespaces.of(channel)
+        assert isinstance(channel, str)
+        return channel, namespace
+
+    def _authorize(
+        self, conn: ClientConnection, channel: str, namespace: Namespace, token: object = None
+    ) -> None:
+        if channel in conn.subscriptions:
+            return
+        token_ok = False
+        if token is not None:
+            if not isinstance(token, str):
+                raise BadRequest("token must be a string")
+            try:
+                self.node.verifier.verify_channel_token(token, user=conn.user, channel=channel)
+            except Unauthorized as exc:
+                raise PermissionDenied(f"channel token refused: {exc.message}") from exc
+            token_ok = True
+        assert conn.claims is not None
+        Namespaces.check_subscribe(
+            namespace,
+            channel,
+            user=conn.user,
+            claimed=conn.claims.channels,
+            channel_token_ok=token_ok,
+        )
+
+    async def subscribe(self, conn: ClientConnection, cmd: Command) -> None:
+        channel, namespace = self._channel(cmd)
+        since = _position(cmd.get("since"))
+        if channel in conn.subscriptions:
+            raise AlreadySubscribed("already subscribed")
+        if len(conn.subscriptions) >= self.node.settings.limits.max_subscriptions:
+            raise LimitExceeded("too many subscriptions on this connection")
+        self._authorize(conn, channel, namespace, cmd.get("token"))
+        conn.subscriptions[channel] = namespace
+        hub = self.node.hub
+        try:
+            try:
+                await hub.join(channel, conn, catch_up=namespace.has_history)
+            except (OSError, TimeoutError) as exc:
+                raise NotAvailable("temporarily unavailable") from exc
+            if namespace.has_history:
+                read = await self.node.bus.read(channel, namespace, since)
+                conn.reply_raw(
+                    cmd.get("id"), _result(read, recovered=read.recovered and since is not None)
+                )
+                hub.go_live(channel, conn, read.last_offset)
+            else:
+                conn.reply(
+                    cmd.get("id"),
+                    {"epoch": "", "offset": "", "recovered": False, "publications": []},
+                )
+            if namespace.presence:
+                await self.node.join_presence(
+                    conn, channel, namespace.presence_ttl_s, namespace.join_leave
+                )
+        except BaseException:
+            if conn.subscriptions.pop(channel, None) is not None:
+                hub.leave(channel, conn)
+            raise
+
+    async def unsubscribe(self, conn: ClientConnection, cmd: Command) -> None:
+        channel, namespace = self._channel(cmd)
+        if conn.subscriptions.pop(channel, None) is None:
+            raise NotSubscribed("not subscribed")
+        self.node.hub.leave(channel, conn)
+        if namespace.presence:
+            await self.node.leave_presence(conn, channel, namespace.join_leave)
+        conn.reply(cmd.get("id"), {})
+
+    async def publish(self, conn: ClientConnection, cmd: Command) -> None:
+        channel, namespace = self._channel(cmd)
+        if "data" not in cmd:
+            raise BadRequest("data is required")
+        if not namespace.allow_publish:
+            raise PermissionDenied("clients may not publish in this namespace")
+        self._authorize(conn, channel, namespace)
+        position = await self.node.bus.publish(channel, encode_data(cmd["data"]), namespace)
+        conn.reply(cmd.get("id"), {"offset": position.offset, "epoch": position.epoch})
+
+    async def history(self, conn: ClientConnection, cmd: Command) -> None:
+        channel, namespace = self._channel(cmd)
+        if not namespace.has_history:
+            raise NotAvailable("history is off in this namespace")
+        self._authorize(conn, channel, namespace)
+        since = _position(cmd.get("since"))
+        limit = cmd.get("limit", namespace.history_size)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise BadRequest("limit must be a non-negative integer")
+        limit = min(limit, namespace.history_size)
+        read = await self.node.bus.read(channel, namespace, since, limit=limit)
+        if since is not None and not read.recovered:
+            raise UnrecoverablePosition("history no longer covers this position")
+        if since is not None:
+            read = HistoryRead(read.epoch, read.offset, True, read.publications[:limit])
+        conn.reply_raw(cmd.get("id"), _result(read, recovered=None))
+
+    async def presence(self, conn: ClientConnection, cmd: Command) -> None:
+        channel, namespace = self._channel(cmd)
+        if not namespace.presence:
+            raise NotAvailable("presence is off in this namespace")
+        self._authorize(conn, channel, namespace)
+        conn.reply(cmd.get("id"), {"clients": await self.node.presence.get(channel)})
+
+
+def _position(raw: object) -> Position | None:
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("offset"), str)
+        or not isinstance(raw.get("epoch"), str)
+    ):
+        raise BadRequest("since must be {offset: string, epoch: string}")
+    return Position(offset=raw["offset"], epoch=raw["epoch"])
+
+
+def _result(read: HistoryRead, *, recovered: bool | None) -> bytes:
+    head: dict[str, Any] = {"epoch": read.epoch, "offset": read.offset}
+    if recovered is not None:
+        head["recovered"] = recovered
+    prefix = json.dumps(head, separators=(",", ":"))[:-1].encode()
+    return prefix + b',"publications":[' + b",".join(read.publications) + b"]}"

@@ -1,0 +1,156 @@
+"""One client WebSocket: identity, subscriptions, outbox, rate limit and token expiry."""
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from services.common.auth import Claims
+from services.common.channels import Namespace
+from services.common.errors import CloseCode
+
+from .hub import Outbox
+from .settings import Limits
+from .wire import text_frame
+
+log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    """Command rate limit: `rate` per second on average, `burst` at once."""
+
+    __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class ClientConnection:
+    """State of one socket. The outbox fields are read by `Outbox` on the hot path."""
+
+    __slots__ = (
+        "__weakref__",
+        "_expiry",
+        "claims",
+        "closing",
+        "id",
+        "limiter",
+        "max_bytes",
+        "max_frames",
+        "name",
+        "out",
+        "outbox",
+        "rejected",
+        "subscriptions",
+        "transport",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        outbox: Outbox,
+        limits: Limits,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:16]
+        self.ws = ws
+        self.transport = transport
+        self.outbox = outbox
+        self.out: list[bytes] = []
+        self.closing = False
+        self.max_bytes = limits.outbox_max_bytes
+        self.max_frames = limits.outbox_max_frames
+        self.limiter = TokenBucket(limits.commands_per_s, limits.command_burst)
+        self.rejected = 0
+        self.claims: Claims | None = None
+        self.name = ""
+        self.subscriptions: dict[str, Namespace] = {}
+        self._expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def user(self) -> str:
+        return self.claims.user if self.claims else ""
+
+    def send(self, payload: bytes) -> None:
+        """Queue one encoded JSON object as its own text frame."""
+        if not self.closing:
+            self.outbox.push(self, text_frame(payload))
+
+    def reply(self, cmd_id: Any, result: Any) -> None:
+        self.send(_dumps({"id": cmd_id, "result": result}))
+
+    def reply_raw(self, cmd_id: Any, result_json: bytes) -> None:
+        """Reply with an already-encoded result (history read without re-encoding)."""
+        self.send(b'{"id":' + _dumps(cmd_id) + b',"result":' + result_json + b"}")
+
+    def error(self, cmd_id: Any, code: int, message: str) -> None:
+        body: dict[str, Any] = {"error": {"code": code, "message": message}}
+        if cmd_id is not None:
+            body = {"id": cmd_id, **body}
+        self.send(_dumps(body))
+
+    def authenticate(self, claims: Claims, on_expiry: "asyncio.TimerHandle | None") -> None:
+        self.claims = claims
+        self.set_expiry(on_expiry)
+
+    def set_expiry(self, handle: "asyncio.TimerHandle | None") -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = handle
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Tell the client why, then close; safe to call more than once."""
+        if self.closing:
+            return
+        self.send(
+            _dumps(
+                {
+                    "push": "disconnect",
+                    "code": int(code),
+                    "reason": reason,
+                    "reconnect": code.reconnect,
+                }
+            )
+        )
+        self.closing = True
+        self.set_expiry(None)
+        self.outbox.flush_peer(self)
+        _spawn(self._close(code, reason))
+
+    async def _close(self, code: CloseCode, reason: str) -> None:
+        try:
+            async with asyncio.timeout(2.0):
+                await self.ws.close(code=int(code), message=reason.encode())
+        except (TimeoutError, ConnectionError):
+            # A stalled reader never reads our close frame: drop the TCP connection.
+            self.transport.abort()
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)

@@ -1,0 +1,82 @@
+"""The gateway's Prometheus metrics. Hot-path figures are read when scraped, not counted per message."""
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .commands import Commands
+    from .node import GatewayNode
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.closes = Counter(
+            "switchboard_gateway_closes",
+            "Connections closed, by close code.",
+            ["code"],
+            registry=registry,
+        )
+        self.api_requests = Counter(
+            "switchboard_gateway_api_requests",
+            "Server API calls, by route and status.",
+            ["route", "status"],
+            registry=registry,
+        )
+        self._registry = registry
+
+    def watch(self, node: "GatewayNode", commands: "Commands") -> None:
+        self._registry.register(_Live(node, commands))
+
+
+class _Live(Collector):
+    """Reads counters the hot path keeps as plain integers."""
+
+    def __init__(self, node: "GatewayNode", commands: "Commands") -> None:
+        self._node = node
+        self._commands = commands
+
+    def collect(self) -> Iterator[Metric]:
+        node = self._node
+        yield GaugeMetricFamily(
+            "switchboard_gateway_connections", "Open WebSocket connections.", len(node.connections)
+        )
+        yield GaugeMetricFamily(
+            "switchboard_gateway_channels",
+            "Channels with local subscribers.",
+            node.hub.channel_count,
+        )
+        yield GaugeMetricFamily(
+            "switchboard_gateway_redis_connected",
+            "1 while the Redis pub/sub link is up.",
+            1.0 if node.subscriber.connected else 0.0,
+        )
+        yield CounterMetricFamily(
+            "switchboard_gateway_publications_received",
+            "Publications received from Redis for local subscribers.",
+            node.hub.publications_received,
+        )
+        yield CounterMetricFamily(
+            "switchboard_gateway_frames_sent",
+            "Frames written to sockets.",
+            node.outbox.frames_sent,
+        )
+        yield CounterMetricFamily(
+            "switchboard_gateway_socket_writes",
+            "Socket writes (frames coalesce into fewer writes under load).",
+            node.outbox.writes,
+        )
+        yield CounterMetricFamily(
+            "switchboard_gateway_slow_consumers",
+            "Connections closed because their outbound buffer overflowed.",
+            node.slow_consumers,
+        )
+        commands = CounterMetricFamily(
+            "switchboard_gateway_commands", "Client commands, by op.", labels=["op"]
+        )
+        for op, count in self._commands.counts.items():
+            commands.add_metric([op], count)
+        yield commands

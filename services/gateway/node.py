@@ -1,0 +1,240 @@
+"""The gateway process as a whole: its connections, and what it shares with the other gateways.
+
+Holds the local registry (connections by id and by user), authenticates tokens (signature,
+expiry, revocation), detaches connections cleanly, obeys cluster commands received on the
+control channel (disconnect a user, revoke a token) and reports its connection count so that
+`/stats` can give the whole cluster's.
+"""
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.common.auth import Claims, RevocationList, TokenVerifier
+from services.common.bus import Bus
+from services.common.errors import CloseCode, LimitExceeded, NotAvailable, Unauthorized
+from services.common.pubsub import Subscriber
+from services.common.redis import Keys
+
+from .connection import ClientConnection
+from .hub import Hub, Outbox, Peer
+from .presence import Presence
+from .settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class TokenRevoked(Unauthorized):
+    pass
+
+
+class GatewayNode:
+    def __init__(
+        self, settings: GatewaySettings, redis: Redis, *, zou_redis: Redis | None = None
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.settings = settings
+        self.redis = redis
+        self.keys = keys = Keys(settings.redis.key_prefix)
+        self.bus = Bus(redis, keys)
+        self.presence = Presence(redis, keys)
+        self.verifier = TokenVerifier(settings.jwt)
+        self.revocations = RevocationList(redis, keys, zou_redis=zou_redis)
+        self.outbox = Outbox(self._on_overflow)
+        self._control = keys.control.encode()
+        self.subscriber = Subscriber(
+            settings.redis.url,
+            self._on_message,
+            connect_timeout_s=settings.redis.connect_timeout_s,
+        )
+        self.subscriber.add([self._control])
+        self.hub = Hub(self.outbox, self.subscriber, keys.channel)
+        self.connections: dict[str, ClientConnection] = {}
+        self.by_user: dict[str, set[ClientConnection]] = {}
+        self.shutting_down = False
+        self.slow_consumers = 0
+
+    # -- messages from Redis ---------------------------------------------------------------
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        if channel == self._control:
+            self._on_control(data)
+        else:
+            self.hub.dispatch(channel, data)
+
+    def _on_control(self, data: bytes) -> None:
+        try:
+            command = json.loads(data)
+            op = command["op"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed control message ignored")
+            return
+        if op == "disconnect":
+            for conn in list(self.by_user.get(str(command.get("user")), ())):
+                conn.close(CloseCode.DISCONNECTED, "disconnected by the server")
+        elif op == "revoke":
+            jti = command.get("jti")
+            for conn in list(self.connections.values()):
+                if conn.claims is not None and conn.claims.jti == jti:
+                    conn.close(CloseCode.TOKEN_REVOKED, "token revoked")
+
+    async def broadcast_control(self, command: dict[str, Any]) -> None:
+        await self.redis.publish(self.keys.control, json.dumps(command))
+
+    def _on_overflow(self, peer: Peer) -> None:
+        assert isinstance(peer, ClientConnection)
+        self.slow_consumers += 1
+        log.warning("slow consumer disconnected", extra={"conn": peer.id, "user": peer.user})
+        peer.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    # -- authentication ------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> Claims:
+        """Verify a connection token; raises Unauthorized, TokenExpired or TokenRevoked."""
+        claims = self.verifier.verify(token)
+        try:
+            revoked = await self.revocations.is_revoked(claims.jti)
+        except RedisError as exc:
+            raise NotAvailable("token revocation list unreachable") from exc
+        if revoked:
+            raise TokenRevoked("token revoked")
+        return claims
+
+    def check_connection_limit(self, user: str) -> None:
+        if len(self.by_user.get(user, ())) >= self.settings.limits.max_connections_per_user:
+            raise LimitExceeded("too many connections for this user")
+
+    def accept(self, conn: ClientConnection) -> None:
+        """Register an open socket, authenticated or not (shutdown closes every one)."""
+        self.connections[conn.id] = conn
+
+    def attach(self, conn: ClientConnection, claims: Claims) -> None:
+        """Register an authenticated connection; arm its token-expiry close."""
+        conn.authenticate(claims, self.expiry_timer(conn, claims))
+        self.connections[conn.id] = conn
+        self.by_user.setdefault(claims.user, set()).add(conn)
+
+    def expiry_timer(self, conn: ClientConnection, claims: Claims) -> asyncio.TimerHandle | None:
+        if claims.expires_at is None:
+            return None
+        delay = max(0.0, claims.expires_at - time.time())
+        return asyncio.get_running_loop().call_later(
+            delay, conn.close, CloseCode.TOKEN_EXPIRED, "token expired"
+        )
+
+    async def detach(self, conn: ClientConnection) -> None:
+        """Forget a closed connection everywhere: hub, presence, registry."""
+        conn.closing = True
+        conn.set_expiry(None)
+        self.connections.pop(conn.id, None)
+        users = self.by_user.get(conn.user)
+        if users is not None:
+            users.discard(conn)
+            if not users:
+                del self.by_user[conn.user]
+        subscriptions, conn.subscriptions = conn.subscriptions, {}
+        for channel in subscriptions:
+            self.hub.leave(channel, conn)
+        try:
+            for channel, namespace in subscriptions.items():
+                if namespace.presence:
+                    await self.leave_presence(conn, channel, namespace.join_leave)
+        except RedisError:
+            log.warning("presence not cleaned up; it expires by itself", extra={"conn": conn.id})
+
+    # -- presence ------------------------------------------------------------------------
+
+    def presence_info(self, conn: ClientConnection) -> dict[str, Any]:
+        info: dict[str, Any] = {"user": conn.user, "client": conn.id}
+        if conn.name:
+            info["name"] = conn.name
+        if conn.claims and conn.claims.info:
+            info["info"] = dict(conn.claims.info)
+        return info
+
+    async def join_presence(
+        self, conn: ClientConnection, channel: str, ttl_s: float, push: bool
+    ) -> None:
+        info = self.presence_info(conn)
+        await self.presence.add(channel, conn.id, info, ttl_s)
+        if push:
+            await self.bus.send(channel, _frame("join", channel, info))
+
+    async def leave_presence(self, conn: ClientConnection, channel: str, push: bool) -> None:
+        await self.presence.remove(channel, conn.id)
+        if push:
+            await self.bus.send(channel, _frame("leave", channel, self.presence_info(conn)))
+
+    async def refresh_presence(self) -> None:
+        """Keep this node's presence entries alive; runs until cancelled (supervised)."""
+        while True:
+            entries = [
+                (channel, conn.id, namespace.presence_ttl_s)
+                for conn in list(self.connections.values())
+                for channel, namespace in conn.subscriptions.items()
+                if namespace.presence
+            ]
+            await self.presence.refresh(entries)
+            shortest = min((ns.presence_ttl_s for ns in self.settings.namespaces), default=60.0)
+            await asyncio.sleep(shortest / 3)
+
+    # -- cluster statistics --------------------------------------------------------------
+
+    async def report(self) -> None:
+        """Publish this node's connection count periodically; runs until cancelled."""
+        interval = self.settings.node_report_s
+        try:
+            while True:
+                stats = {"connections": len(self.connections), "ts": time.time()}
+                await self.redis.hset(self.keys.nodes, self.id, json.dumps(stats))
+                await asyncio.sleep(interval)
+        finally:
+            if self.shutting_down:
+                await self.redis.hdel(self.keys.nodes, self.id)
+
+    async def cluster_connections(self) -> tuple[int, int]:
+        """(connections across live gateways, number of live gateways); drops stale entries."""
+        nodes = await self.redis.hgetall(self.keys.nodes)
+        stale_after = 3 * self.settings.node_report_s + 1
+        now = time.time()
+        total, alive, stale = 0, 0, []
+        for node, raw in nodes.items():
+            stats = json.loads(raw)
+            if now - stats["ts"] > stale_after:
+                stale.append(node)
+                continue
+            alive += 1
+            total += len(self.connections) if node.decode() == self.id else stats["connections"]
+        if stale:
+            await self.redis.hdel(self.keys.nodes, *stale)
+        if self.id.encode() not in nodes:
+            total, alive = total + len(self.connections), alive + 1
+        return total, alive
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    async def close_all(
+        self, code: CloseCode, reason: str, conns: Iterable[ClientConnection] = ()
+    ) -> None:
+        """Close every connection (or those given) and wait until their handlers let go."""
+        targets = list(conns) or list(self.connections.values())
+        for conn in targets:
+            conn.close(code, reason)
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while any(c.id in self.connections for c in targets):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.02)
+
+
+def _frame(kind: str, channel: str, info: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {"push": kind, "channel": channel, "info": info}, separators=(",", ":"), ensure_ascii=False
+    ).encode()

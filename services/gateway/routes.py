@@ -1,0 +1,237 @@
+"""Views: the WebSocket endpoint, the server API and the public status routes (thin)."""
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
+
+from services.common.bus import Position, encode_data
+from services.common.errors import (
+    BadRequest,
+    CloseCode,
+    NotAvailable,
+    PermissionDenied,
+    ServiceError,
+    Unauthorized,
+    UnrecoverablePosition,
+)
+from services.common.web import json_body
+
+from .connection import ClientConnection
+from .keys import commands_key, node_key
+from .node import GatewayNode
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+VERSION = "0.1.0"
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.cookies.get("access_token_cookie")
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.StreamResponse:
+    node = request.app[node_key]
+    if node.shutting_down:
+        raise NotAvailable("shutting down")
+    limits = node.settings.limits
+    token = _bearer(request)
+    claims = None
+    if token:
+        # Verified before the upgrade: a bad token gets an HTTP error and no socket.
+        claims = await node.authenticate(token)
+        node.check_connection_limit(claims.user)
+    ws = web.WebSocketResponse(
+        heartbeat=node.settings.heartbeat_s,
+        max_msg_size=limits.max_message_bytes,
+        compress=False,
+    )
+    await ws.prepare(request)
+    assert request.transport is not None
+    conn = ClientConnection(ws, request.transport, node.outbox, limits)
+    node.accept(conn)
+    deadline = None
+    if claims is not None:
+        node.attach(conn, claims)
+    else:
+        deadline = asyncio.get_running_loop().call_later(
+            limits.connect_timeout_s, _connect_deadline, conn
+        )
+    try:
+        await _read_loop(request.app[commands_key], conn)
+    finally:
+        if deadline is not None:
+            deadline.cancel()
+        await node.detach(conn)
+    return ws
+
+
+def _connect_deadline(conn: ClientConnection) -> None:
+    if conn.claims is None:
+        conn.close(CloseCode.CONNECT_TIMEOUT, "no connect command in time")
+
+
+async def _read_loop(commands: Any, conn: ClientConnection) -> None:
+    ws = conn.ws
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            await commands.handle_frame(conn, msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            commands._bad_frame(conn, "binary frames are not accepted")
+        elif msg.type is WSMsgType.ERROR:
+            log.info("websocket error", extra={"conn": conn.id, "error": repr(ws.exception())})
+    if ws.close_code == CloseCode.MESSAGE_TOO_BIG:
+        log.info("frame over the size limit; closed with 1009", extra={"conn": conn.id})
+
+
+# -- server API --------------------------------------------------------------------------
+
+
+async def _require_scope(request: web.Request, *allowed: str) -> GatewayNode:
+    node = request.app[node_key]
+    token = _bearer(request)
+    if not token:
+        raise Unauthorized("Authorization: Bearer <token> required")
+    claims = await node.authenticate(token)
+    if not claims.scopes & {*allowed, "admin"}:
+        raise PermissionDenied(f"token scope must include {' or '.join([*allowed, 'admin'])}")
+    return node
+
+
+def _data(body: dict[str, Any]) -> bytes:
+    if "data" not in body:
+        raise BadRequest("data is required")
+    return encode_data(body["data"])
+
+
+def _event(body: dict[str, Any]) -> str | None:
+    event = body.get("event")
+    if event is not None and (not isinstance(event, str) or not event):
+        raise BadRequest("event must be a non-empty string")
+    return event
+
+
+@routes.post("/api/publish")
+async def api_publish(request: web.Request) -> web.Response:
+    node = await _require_scope(request, "publish")
+    body = await json_body(request, node.settings.limits.max_message_bytes)
+    channel = body.get("channel")
+    namespace = node.settings.namespaces.of(channel)
+    assert isinstance(channel, str)
+    position = await node.bus.publish(channel, _data(body), namespace, event=_event(body))
+    return web.json_response({"offset": position.offset, "epoch": position.epoch})
+
+
+@routes.post("/api/broadcast")
+async def api_broadcast(request: web.Request) -> web.Response:
+    node = await _require_scope(request, "publish")
+    body = await json_body(request, node.settings.limits.max_message_bytes)
+    channels = body.get("channels")
+    if not isinstance(channels, list) or not channels:
+        raise BadRequest("channels must be a non-empty list")
+    data, event = _data(body), _event(body)
+    results: list[dict[str, Any]] = []
+    for channel in channels:
+        try:
+            namespace = node.settings.namespaces.of(channel)
+            position = await node.bus.publish(channel, data, namespace, event=event)
+            results.append({"offset": position.offset, "epoch": position.epoch})
+        except ServiceError as exc:
+            results.append({"error": exc.to_dict()})
+    return web.json_response({"results": results})
+
+
+@routes.get("/api/history")
+async def api_history(request: web.Request) -> web.Response:
+    node = await _require_scope(request, "publish")
+    channel = request.query.get("channel")
+    namespace = node.settings.namespaces.of(channel)
+    assert channel is not None
+    if not namespace.has_history:
+        raise NotAvailable("history is off in this namespace")
+    try:
+        limit = int(request.query.get("limit", namespace.history_size))
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    limit = max(0, min(limit, namespace.history_size))
+    since = None
+    if "since" in request.query:
+        since = Position(request.query["since"], request.query.get("epoch", ""))
+    read = await node.bus.read(channel, namespace, since, limit=limit)
+    if since is not None and not read.recovered:
+        raise UnrecoverablePosition("history no longer covers this position")
+    body = b'{"epoch":"%s","offset":"%s","publications":[%s]}' % (
+        read.epoch.encode(),
+        read.offset.encode(),
+        b",".join(read.publications[:limit]),
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
+@routes.get("/api/presence")
+async def api_presence(request: web.Request) -> web.Response:
+    node = await _require_scope(request, "publish")
+    channel = request.query.get("channel")
+    namespace = node.settings.namespaces.of(channel)
+    assert channel is not None
+    if not namespace.presence:
+        raise NotAvailable("presence is off in this namespace")
+    return web.json_response({"clients": await node.presence.get(channel)})
+
+
+@routes.post("/api/disconnect")
+async def api_disconnect(request: web.Request) -> web.Response:
+    node = await _require_scope(request, "admin")
+    body = await json_body(request, 64 * 1024)
+    user = body.get("user")
+    if not isinstance(user, str) or not user:
+        raise BadRequest("user must be a non-empty string")
+    await node.broadcast_control({"op": "disconnect", "user": user})
+    return web.json_response({})
+
+
+@routes.post("/api/revoke")
+async def api_revoke(request: web.Request) -> web.Response:
+    node = await _require_scope(request, "admin")
+    body = await json_body(request, 64 * 1024)
+    jti, ttl = body.get("jti"), body.get("ttl", 7 * 24 * 3600)
+    if not isinstance(jti, str) or not jti:
+        raise BadRequest("jti must be a non-empty string")
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
+        raise BadRequest("ttl must be a positive number of seconds")
+    await node.revocations.revoke(jti, ttl)
+    await node.broadcast_control({"op": "revoke", "jti": jti})
+    return web.json_response({})
+
+
+# -- public status -------------------------------------------------------------------------
+
+
+@routes.get("/")
+async def index(_: web.Request) -> web.Response:
+    return web.json_response({"name": "Switchboard event stream", "version": VERSION})
+
+
+@routes.get("/stats")
+async def stats(request: web.Request) -> web.Response:
+    node = request.app[node_key]
+    local = len(node.connections)
+    try:
+        total, nodes = await node.cluster_connections()
+    except RedisError:
+        total, nodes = local, 1
+    return web.json_response(
+        {
+            "nb_connections": total,
+            "local_connections": local,
+            "nodes": nodes,
+            "local_channels": node.hub.channel_count,
+            "redis_connected": node.subscriber.connected,
+        }
+    )

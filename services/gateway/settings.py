@@ -1,0 +1,77 @@
+"""Gateway settings, read once from the environment."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.channels import Namespaces
+from services.common.settings import (
+    Env,
+    JwtSettings,
+    RedisSettings,
+    parse_bool,
+    parse_port,
+    positive,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may use; each overflow has its own error or close code."""
+
+    max_message_bytes: int = 1024 * 1024
+    max_subscriptions: int = 128
+    max_connections_per_user: int = 64
+    commands_per_s: float = 50.0
+    command_burst: int = 100
+    outbox_max_bytes: int = 4 * 1024 * 1024
+    outbox_max_frames: int = 100_000
+    connect_timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Env) -> "Limits":
+        return cls(
+            max_message_bytes=env.get("GATEWAY_MAX_MESSAGE_BYTES", positive(int), 1024 * 1024),
+            max_subscriptions=env.get("GATEWAY_MAX_SUBSCRIPTIONS", positive(int), 128),
+            max_connections_per_user=env.get("GATEWAY_MAX_CONNECTIONS_PER_USER", positive(int), 64),
+            commands_per_s=env.get("GATEWAY_COMMANDS_PER_S", positive(float), 50.0),
+            command_burst=env.get("GATEWAY_COMMAND_BURST", positive(int), 100),
+            outbox_max_bytes=env.get("GATEWAY_OUTBOX_MAX_BYTES", positive(int), 4 * 1024 * 1024),
+            outbox_max_frames=env.get("GATEWAY_OUTBOX_MAX_FRAMES", positive(int), 100_000),
+            connect_timeout_s=env.get("GATEWAY_CONNECT_TIMEOUT_S", positive(float), 10.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    host: str
+    port: int
+    redis: RedisSettings
+    jwt: JwtSettings
+    namespaces: Namespaces
+    limits: Limits
+    heartbeat_s: float
+    shutdown_timeout_s: float
+    node_report_s: float
+    log_level: str
+    log_json: bool
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "GatewaySettings":
+        env = Env(environ)
+        # Zou names the event stream's address EVENT_STREAM_HOST/PORT; ours win when both are set.
+        host = env.get("EVENT_STREAM_HOST", str, "0.0.0.0")
+        port = env.get("EVENT_STREAM_PORT", parse_port, 5001)
+        return cls(
+            host=env.get("GATEWAY_HOST", str, host),
+            port=env.get("GATEWAY_PORT", parse_port, port),
+            redis=RedisSettings.from_env(env),
+            jwt=JwtSettings.from_env(env),
+            namespaces=Namespaces.load(env.raw("SWITCHBOARD_CHANNELS")),
+            limits=Limits.from_env(env),
+            heartbeat_s=env.get("GATEWAY_HEARTBEAT_S", positive(float), 25.0),
+            shutdown_timeout_s=env.get("GATEWAY_SHUTDOWN_TIMEOUT_S", positive(float), 20.0),
+            node_report_s=env.get("GATEWAY_NODE_REPORT_S", positive(float), 2.0),
+            log_level=env.get("LOG_LEVEL", str, "INFO"),
+            log_json=env.get("LOG_JSON", parse_bool, True),
+        )
