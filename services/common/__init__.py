@@ -1,1 +1,1 @@
-"""Shared library of every Switchboard service: settings, auth, Redis bus, codecs, metrics, runner."""
+"""Shared library of every service: settings, auth, Redis bus, codecs, metrics, runner."""

@@ -167,7 +167,7 @@ def _namespace(base: Namespace, options: object) -> Namespace:
         types = _TYPES[key]
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
             raise SettingsError(f"{where}: {key} must be {types[0].__name__}")
-        if bool not in types and value < 0:
+        if bool not in types and value < 0:  # type: ignore[operator]  # int or float here
             raise SettingsError(f"{where}: {key} must not be negative")
         changes[key] = value
     return replace(base, **changes)

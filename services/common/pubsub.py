@@ -87,6 +87,7 @@ class Subscriber:
         self._connected = asyncio.Event()
         self._ever_connected = False
         self.last_read = 0.0
+        self._auth_answer: asyncio.Future[object] | None = None
 
     @property
     def connected(self) -> bool:
@@ -125,6 +126,10 @@ class Subscriber:
             protocol.transport.write(encode_command(*parts))
 
     def _on_reply(self, reply: object) -> None:
+        if self._auth_answer is not None:
+            if not self._auth_answer.done():
+                self._auth_answer.set_result(reply)
+            return
         if isinstance(reply, hiredis.ReplyError):
             log.error("redis refused a pub/sub command", extra={"error": str(reply)})
             return
@@ -202,14 +207,13 @@ class Subscriber:
     async def _auth(self, protocol: _Protocol, command: bytes) -> None:
         # AUTH is answered before any subscription exists, so the first reply is its answer.
         answer: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        original = self._on_reply
-        self._on_reply = answer.set_result  # type: ignore[method-assign]  # one-shot hook
+        self._auth_answer = answer
         try:
             assert protocol.transport is not None
             protocol.transport.write(command)
             reply = await answer
         finally:
-            self._on_reply = original  # type: ignore[method-assign]
+            self._auth_answer = None
         if isinstance(reply, hiredis.ReplyError):
             protocol.transport.abort()
             raise PermissionError(f"redis refused AUTH: {reply}")

@@ -10,7 +10,7 @@ in one Redis Cluster slot:
 | `sb:meta:{<channel>}`         | hash     | `e` = epoch of the history; lost with the history   |
 | `sb:presence:{<channel>}`     | hash     | client id -> JSON info                              |
 | `sb:presence:{<channel>}:exp` | zset     | client id scored by expiry (ms)                     |
-| `sb:control`                  | pub/sub  | cluster commands between gateways (disconnect, revoke) |
+| `sb:control`                  | pub/sub  | gateway-to-gateway commands (disconnect, revoke)    |
 | `sb:nodes`                    | hash     | gateway id -> JSON stats, refreshed periodically    |
 | `sb:revoked:<jti>`            | string   | a revoked token id, expires with the token          |
 | `sb:events`                   | stream   | every published event with a name, for handlers     |

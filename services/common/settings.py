@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 T = TypeVar("T")
 
-# Secrets that ship in examples and defaults (Zou's default among them): never accepted in production.
+# Secrets that ship in examples and defaults (Zou's among them): refused in production.
 WEAK_SECRETS = frozenset(
     {"mysecretkey", "secret", "secret-key", "secretkey", "changeme", "change-me", "password", "dev"}
 )
@@ -91,7 +91,10 @@ class Env:
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
-    """Where Redis is: `REDIS_URL`, or Zou's `KV_HOST`/`KV_PORT`/`KV_PASSWORD`/`KV_EVENTS_DB_INDEX`."""
+    """Where Redis is: `REDIS_URL`, or Zou's `KV_HOST`/`KV_PORT`/`KV_PASSWORD`/`KV_EVENTS_DB_INDEX`.
+
+    `REDIS_URL` wins when both are set.
+    """
 
     url: str = field(repr=False)  # may carry a password
     key_prefix: str = "sb"

@@ -9,6 +9,7 @@ the others.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -145,7 +146,7 @@ class Hub:
         if channel is None:
             channel = self._channels[key] = Channel(name)
             task = asyncio.ensure_future(self._subscriber.subscribe(key))
-            task.add_done_callback(lambda t, c=channel: _settle(c.ready, t))
+            task.add_done_callback(functools.partial(_settle, channel.ready))
         if catch_up:
             channel.pending[peer] = []
         else:

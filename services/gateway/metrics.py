@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics. Hot-path figures are read when scraped, not counted per message."""
+"""The gateway's Prometheus metrics; hot-path figures are read at scrape time, not counted."""
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING

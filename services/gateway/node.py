@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -201,7 +201,8 @@ class GatewayNode:
 
     async def cluster_connections(self) -> tuple[int, int]:
         """(connections across live gateways, number of live gateways); drops stale entries."""
-        nodes = await self.redis.hgetall(self.keys.nodes)
+        # The client does not decode responses: keys and values are bytes.
+        nodes = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.nodes))
         stale_after = 3 * self.settings.node_report_s + 1
         now = time.time()
         total, alive, stale = 0, 0, []

@@ -67,8 +67,6 @@ class Presence:
             keys=[self._keys.presence(channel), self._keys.presence_expiry(channel)],
             args=[int(time.time() * 1000)],
         )
-        if isinstance(raw, dict):
-            pairs = raw.items()
-        else:
-            pairs = zip(raw[::2], raw[1::2], strict=True)
+        # HGETALL inside a script comes back as a flat list whatever the protocol.
+        pairs = zip(raw[::2], raw[1::2], strict=True)
         return {client.decode(): json.loads(info) for client, info in pairs}

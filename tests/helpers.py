@@ -1,0 +1,100 @@
+"""Test helpers (no fixtures): waiting for conditions, free ports, a native-protocol client."""
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], *, timeout_s: float = 5.0, what: str = ""
+) -> None:
+    """Poll `predicate` until it is true; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    """The environment minus settings from the developer's shell."""
+    prefixes = ("SWITCHBOARD_", "SUPERVISOR_", "REDIS_", "KV_", "JWT_", "GATEWAY_", "EVENT_STREAM_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k != "SECRET_KEY"}
+
+
+class Client:
+    """A native-protocol client over a real aiohttp WebSocket; keeps pushes apart from replies."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.pushes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._replies: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self.orphans: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # errors without an id
+        self._next = 0
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            for line in msg.data.split("\n"):
+                obj = json.loads(line)
+                if "push" in obj:
+                    self.pushes.put_nowait(obj)
+                elif obj.get("id") in self._replies:
+                    self._replies.pop(obj["id"]).set_result(obj)
+                else:
+                    self.orphans.put_nowait(obj)
+
+    async def call(self, op: str, timeout_s: float = 5.0, **fields: Any) -> dict[str, Any]:
+        """Send a command and return its whole reply (`result` or `error`)."""
+        self._next += 1
+        cmd_id = self._next
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[cmd_id] = future
+        await self.ws.send_str(json.dumps({"id": cmd_id, "op": op, **fields}))
+        async with asyncio.timeout(timeout_s):
+            return await future
+
+    async def ok(self, op: str, **fields: Any) -> dict[str, Any]:
+        reply = await self.call(op, **fields)
+        assert "result" in reply, reply
+        return reply["result"]  # type: ignore[no-any-return]
+
+    async def push(self, timeout_s: float = 5.0, kind: str | None = "pub") -> dict[str, Any]:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                obj = await self.pushes.get()
+                if kind is None or obj["push"] == kind:
+                    return obj
+
+    async def closed(self, timeout_s: float = 5.0) -> int | None:
+        """Wait for the server to close the socket; return the close code."""
+        async with asyncio.timeout(timeout_s):
+            await self._reader
+        return self.ws.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        try:
+            await self._reader
+        except (asyncio.CancelledError, Exception):
+            pass
