@@ -89,6 +89,14 @@ def sample(pid: int) -> ProcSample:
     )
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat), to spot other load."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float, name: str) -> None:
     """Poll until the port accepts TCP connections; fail at once if the process died."""
     deadline = time.monotonic() + timeout_s

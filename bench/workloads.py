@@ -7,17 +7,19 @@ delivery is counted per subscriber, so a loss shows up as a shortfall, not as a 
 """
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .harness import ProcSample, RedisServer, ServerProcess, sample
-from .targets import BenchClient, Item, Publisher, Target
+from .harness import ProcSample, RedisServer, ServerProcess, machine_busy_s, sample
+from .targets import BenchClient, Publisher, Target
 from .wsclient import Tally, open_client, source_ip
 
 PAYLOAD_BYTES = 100
+OTHER_LOAD_LIMIT = 0.15  # cores used by processes other than ours before a run is flagged
 CONNECT_CONCURRENCY = 100  # below the listen backlog, so no SYN is dropped and retried after 1 s
 
 
@@ -37,22 +39,36 @@ class Result:
 
 
 class Meter:
-    """CPU time of the server, Redis and this load client between `start()` and `stop()`."""
+    """CPU time of the server, Redis and this load client between `start()` and `stop()`, and
+    of everything else on the machine (`other_cores`), which makes a run noisy when high."""
 
     def __init__(self, server: ServerProcess, redis: RedisServer) -> None:
         self.server, self.redis = server, redis
         self._pids = {"server": server.pid, "redis": redis.pid, "client": os.getpid()}
         self._start: dict[str, ProcSample] = {}
+        self._t0 = self._busy0 = 0.0
         self.cpu_s: dict[str, float] = {}
         self.tick_cpu_s = 0.0
+        self.other_cores = 0.0
 
     def start(self) -> None:
         self._start = {name: sample(pid) for name, pid in self._pids.items()}
+        self._t0, self._busy0 = time.monotonic(), machine_busy_s()
 
     def stop(self) -> None:
         end = {name: sample(pid) for name, pid in self._pids.items()}
         self.cpu_s = {name: end[name].cpu_s - self._start[name].cpu_s for name in end}
         self.tick_cpu_s = end["server"].tick_cpu_s - self._start["server"].tick_cpu_s
+        ours = sum(end[name].tick_cpu_s - self._start[name].tick_cpu_s for name in end)
+        elapsed = time.monotonic() - self._t0
+        self.other_cores = max(0.0, machine_busy_s() - self._busy0 - ours) / elapsed
+
+    def check(self, result: "Result") -> None:
+        result.metrics["other_load_cores"] = self.other_cores
+        if self.other_cores > OTHER_LOAD_LIMIT:
+            result.notes.append(
+                f"other processes used {self.other_cores:.2f} cores during the run: figures noisy"
+            )
 
 
 # -- connections -------------------------------------------------------------------------------
@@ -153,6 +169,10 @@ class Fanout:
     in_flight: int  # publications published but not yet delivered everywhere
     batch: int  # publications sent to Redis in one go
 
+    def __post_init__(self) -> None:
+        if self.in_flight < self.batch:
+            raise ValueError("in_flight must be at least one batch")
+
 
 async def fanout(target: Target, redis: RedisServer, spec: Fanout) -> Result:
     server = target.start(redis.url)
@@ -181,7 +201,13 @@ async def _saturate(
     spec: Fanout,
 ) -> Result:
     per_pub = spec.subscribers // spec.channels
-    data = payload()
+    # Publication k goes to channel k % n: the batches repeat after `cycle` of them.
+    n, data = len(channels), payload()
+    cycle = n // math.gcd(n, spec.batch)
+    batches = [
+        publisher.prepare([(channels[(j * spec.batch + i) % n], data) for i in range(spec.batch)])
+        for j in range(cycle)
+    ]
     published = 0
     meter = Meter(server, redis)
     meter.start()
@@ -194,17 +220,14 @@ async def _saturate(
             left = (deadline - time.perf_counter_ns()) / 1e9
             await tally.wait_for(needed, timeout_s=max(left, 0.001))
             continue
-        n = len(channels)
-        items: list[Item] = [(channels[(published + j) % n], data) for j in range(spec.batch)]
-        await publisher.publish(items)
+        await publisher.send(batches[(published // spec.batch) % cycle])
         published += spec.batch
     drained = await drain(tally, published * per_pub)
     meter.stop()
     elapsed_s = ((tally.last_ns or time.perf_counter_ns()) - t0) / 1e9
     deliveries = tally.total
 
-    # Publication k went to channel k % n; client i is subscribed to channel i % n.
-    n = len(channels)
+    # Client i is subscribed to channel i % n.
     result = Result(lost=count_losses(clients, lambda i: published // n + (i % n < published % n)))
     if not drained:
         result.notes.append("deliveries stopped before every publication arrived")
@@ -225,6 +248,7 @@ async def _saturate(
         "server_cpu_utilisation": cpu_s / elapsed_s,
         "client_cpu_utilisation": meter.cpu_s["client"] / elapsed_s,
     }
+    meter.check(result)
     return result
 
 
@@ -305,6 +329,7 @@ async def _paced(
         "server_cpu_utilisation": cpu_s / elapsed_s,
         "client_cpu_utilisation": meter.cpu_s["client"] / elapsed_s,
     }
+    meter.check(result)
     return result
 
 
