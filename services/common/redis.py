@@ -66,11 +66,17 @@ def make_client(settings: RedisSettings, **overrides: Any) -> Redis:
     options: dict[str, Any] = {
         "protocol": 3,
         "socket_connect_timeout": settings.connect_timeout_s,
+        # Fail fast when Redis hangs: a request waits this long at most, then gets error 108.
+        "socket_timeout": settings.socket_timeout_s,
         "health_check_interval": settings.health_check_interval_s,
         "retry_on_timeout": False,
     }
     options.update(overrides)
-    return Redis.from_url(settings.url, **options)
+    client = Redis.from_url(settings.url, **options)
+    if "db" in overrides:
+        # from_url lets a db in the URL's path win over the keyword: the caller's must win.
+        client.connection_pool.connection_kwargs["db"] = overrides["db"]
+    return client
 
 
 def redis_ctx(

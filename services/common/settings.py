@@ -99,6 +99,7 @@ class RedisSettings:
     url: str = field(repr=False)  # may carry a password
     key_prefix: str = "sb"
     connect_timeout_s: float = 5.0
+    socket_timeout_s: float = 5.0
     health_check_interval_s: int = 10
 
     @classmethod
@@ -113,6 +114,8 @@ class RedisSettings:
             db = env.get("KV_EVENTS_DB_INDEX", int, 2)
             password = env.raw("KV_PASSWORD")
             auth = f":{quote(password, safe='')}@" if password else ""
+            if ":" in host and not host.startswith("["):
+                host = f"[{host}]"  # an IPv6 address, bracketed as URLs require
             url = f"redis://{auth}{host}:{port}/{db}"
         else:
             raise SettingsError("REDIS_URL is required (or KV_HOST/KV_PORT)")
@@ -120,6 +123,7 @@ class RedisSettings:
             url=url,
             key_prefix=env.get("REDIS_KEY_PREFIX", str, "sb"),
             connect_timeout_s=env.get("REDIS_CONNECT_TIMEOUT_S", positive(float), 5.0),
+            socket_timeout_s=env.get("REDIS_SOCKET_TIMEOUT_S", positive(float), 5.0),
             health_check_interval_s=env.get("REDIS_HEALTH_CHECK_INTERVAL_S", int, 10),
         )
 

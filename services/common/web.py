@@ -9,8 +9,9 @@ from typing import Any
 import uvloop
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
 
-from .errors import BadRequest, InternalError, ServiceError
+from .errors import BadRequest, InternalError, NotAvailable, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ ReadyCheck = Callable[[web.Application], Awaitable[dict[str, bool]]]
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """ServiceError -> `{"error": {"code", "message"}}` with its HTTP status; bugs -> 500."""
+    """ServiceError -> `{"error": {"code", "message"}}` with its status; Redis down -> 503."""
     try:
         return await handler(request)
     except ServiceError as exc:
@@ -28,6 +29,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
     except web.HTTPException:
         raise
+    except RedisError as exc:
+        log.warning("redis unavailable", extra={"path": request.path, "error": repr(exc)})
+        body = NotAvailable("temporarily unavailable").to_dict()
+        return web.json_response({"error": body}, status=NotAvailable.http_status)
     except Exception:
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return web.json_response({"error": InternalError().to_dict()}, status=500)
