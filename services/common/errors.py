@@ -126,6 +126,7 @@ class CloseCode(IntEnum):
     RATE_LIMITED = 4003  # far over the command rate limit
     CONNECTION_LIMIT = 4004  # too many connections for this user
     CONNECT_TIMEOUT = 4005  # no `connect` command within the deadline
+    NO_PONG = 4006  # the client answered no ping for two heartbeat intervals
     INVALID_TOKEN = 4500  # forged, malformed or wrong algorithm
     BAD_FRAME = 4501  # not JSON, not an object, or binary where text is expected
     TOKEN_REVOKED = 4502  # the token's jti was revoked

@@ -15,13 +15,15 @@ from .commands import Commands
 from .keys import commands_key, metrics_key, node_key, redis_key, settings_key
 from .metrics import GatewayMetrics
 from .node import GatewayNode
-from .routes import routes
+from .routes import api_routes, routes
 from .settings import GatewaySettings
 
 
 def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.Application:
     """Build the gateway app; `redis` lets tests inject a client they own."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=2 * 1024 * 1024)
+    # No app-wide middleware: /ws renders its own errors, so idle sockets hold no middleware
+    # frame; the server API is a sub-app with the error middleware.
+    app = web.Application()
     app[settings_key] = settings
     app[metrics_key] = GatewayMetrics(install_metrics(app))
 
@@ -31,9 +33,13 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.
     app.cleanup_ctx.append(supervised("redis-pubsub", lambda a: a[node_key].subscriber.run()))
     app.cleanup_ctx.append(supervised("presence-refresh", lambda a: a[node_key].refresh_presence()))
     app.cleanup_ctx.append(supervised("node-report", lambda a: a[node_key].report()))
+    app.cleanup_ctx.append(supervised("sweep", lambda a: a[node_key].sweep()))
     app.on_shutdown.append(_close_connections)
 
     app.add_routes(routes)
+    api = web.Application(middlewares=[error_middleware], client_max_size=2 * 1024 * 1024)
+    api.add_routes(api_routes)
+    app.add_subapp("/api/", api)
     add_health_routes(app, _ready)
     return app
 

@@ -65,10 +65,10 @@ class Commands:
         try:
             command = json.loads(line)
         except ValueError:
-            self._bad_frame(conn, "frame is not valid JSON")
+            self.bad_frame(conn, "frame is not valid JSON")
             return
         if not isinstance(command, dict):
-            self._bad_frame(conn, "a command must be a JSON object")
+            self.bad_frame(conn, "a command must be a JSON object")
             return
         cmd_id = command.get("id")
         op = command.get("op")
@@ -85,7 +85,7 @@ class Commands:
                 raise TooManyRequests("command rate limit exceeded")
             conn.rejected = 0
             handler = self._ops.get(op) if isinstance(op, str) else None
-            if handler is None:
+            if handler is None or not isinstance(op, str):
                 raise MethodNotFound(f"unknown op {op!r}")
             if conn.claims is None and op != "connect":
                 raise Unauthorized("send connect with a token first")
@@ -97,7 +97,7 @@ class Commands:
             log.warning("redis unavailable during a command", extra={"op": op, "conn": conn.id})
             conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")
 
-    def _bad_frame(self, conn: ClientConnection, message: str) -> None:
+    def bad_frame(self, conn: ClientConnection, message: str) -> None:
         log.info("bad frame; closing", extra={"conn": conn.id, "reason": message})
         conn.error(None, int(ErrorCode.BAD_REQUEST), message)
         conn.close(CloseCode.BAD_FRAME, message)
@@ -116,11 +116,13 @@ class Commands:
         else:
             if token is None:
                 raise Unauthorized("token required")
-            claims = await self._verify_or_close(conn, token)
+            claims = await self._verify_or_close(conn, cmd, token)
             try:
                 self.node.check_connection_limit(claims.user)
-            except LimitExceeded:
-                conn.close(CloseCode.CONNECTION_LIMIT, "too many connections for this user")
+            except LimitExceeded as exc:
+                _refuse(
+                    conn, cmd, exc, CloseCode.CONNECTION_LIMIT, "too many connections for this user"
+                )
                 raise
             self.node.attach(conn, claims)
         conn.name = name or conn.name
@@ -135,19 +137,19 @@ class Commands:
             },
         )
 
-    async def _verify_or_close(self, conn: ClientConnection, token: object) -> Any:
+    async def _verify_or_close(self, conn: ClientConnection, cmd: Command, token: object) -> Any:
         if not isinstance(token, str):
             raise BadRequest("token must be a string")
         try:
             return await self.node.authenticate(token)
-        except TokenExpired:
-            conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+        except TokenExpired as exc:
+            _refuse(conn, cmd, exc, CloseCode.TOKEN_EXPIRED, "token expired")
             raise
-        except TokenRevoked:
-            conn.close(CloseCode.TOKEN_REVOKED, "token revoked")
+        except TokenRevoked as exc:
+            _refuse(conn, cmd, exc, CloseCode.TOKEN_REVOKED, "token revoked")
             raise
-        except Unauthorized:
-            conn.close(CloseCode.INVALID_TOKEN, "invalid token")
+        except Unauthorized as exc:
+            _refuse(conn, cmd, exc, CloseCode.INVALID_TOKEN, "invalid token")
             raise
 
     async def refresh(self, conn: ClientConnection, cmd: Command) -> None:
@@ -158,7 +160,6 @@ class Commands:
         if claims.user != conn.user:
             raise Unauthorized("token is for another user")
         conn.claims = claims
-        conn.set_expiry(self.node.expiry_timer(conn, claims))
         conn.reply(cmd.get("id"), {"expires_in": claims.expires_in()})
 
     async def ping(self, conn: ClientConnection, cmd: Command) -> None:
@@ -272,6 +273,14 @@ class Commands:
             raise NotAvailable("presence is off in this namespace")
         self._authorize(conn, channel, namespace)
         conn.reply(cmd.get("id"), {"clients": await self.node.presence.get(channel)})
+
+
+def _refuse(
+    conn: ClientConnection, cmd: Command, exc: ServiceError, code: CloseCode, reason: str
+) -> None:
+    """Reply with the error, then close: a closing socket sends nothing more, not even replies."""
+    conn.error(cmd.get("id"), int(exc.code), exc.message)
+    conn.close(code, reason)
 
 
 def _position(raw: object) -> Position | None:

@@ -46,14 +46,15 @@ class ClientConnection:
 
     __slots__ = (
         "__weakref__",
-        "_expiry",
         "claims",
         "closing",
         "id",
+        "last_seen",
         "limiter",
         "max_bytes",
         "max_frames",
         "name",
+        "opened_at",
         "out",
         "outbox",
         "rejected",
@@ -82,7 +83,8 @@ class ClientConnection:
         self.claims: Claims | None = None
         self.name = ""
         self.subscriptions: dict[str, Namespace] = {}
-        self._expiry: asyncio.TimerHandle | None = None
+        # Read by the node's sweep: no timer per connection (each costs memory and a heap entry).
+        self.opened_at = self.last_seen = asyncio.get_running_loop().time()
 
     @property
     def user(self) -> str:
@@ -106,15 +108,6 @@ class ClientConnection:
             body = {"id": cmd_id, **body}
         self.send(_dumps(body))
 
-    def authenticate(self, claims: Claims, on_expiry: "asyncio.TimerHandle | None") -> None:
-        self.claims = claims
-        self.set_expiry(on_expiry)
-
-    def set_expiry(self, handle: "asyncio.TimerHandle | None") -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-        self._expiry = handle
-
     def close(self, code: CloseCode, reason: str) -> None:
         """Tell the client why, then close; safe to call more than once."""
         if self.closing:
@@ -130,7 +123,6 @@ class ClientConnection:
             )
         )
         self.closing = True
-        self.set_expiry(None)
         self.outbox.flush_peer(self)
         _spawn(self._close(code, reason))
 

@@ -27,6 +27,7 @@ from .connection import ClientConnection
 from .hub import Hub, Outbox, Peer
 from .presence import Presence
 from .settings import GatewaySettings
+from .wire import PING_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -116,23 +117,42 @@ class GatewayNode:
         self.connections[conn.id] = conn
 
     def attach(self, conn: ClientConnection, claims: Claims) -> None:
-        """Register an authenticated connection; arm its token-expiry close."""
-        conn.authenticate(claims, self.expiry_timer(conn, claims))
+        """Register an authenticated connection (the sweep closes it when its token expires)."""
+        conn.claims = claims
         self.connections[conn.id] = conn
         self.by_user.setdefault(claims.user, set()).add(conn)
 
-    def expiry_timer(self, conn: ClientConnection, claims: Claims) -> asyncio.TimerHandle | None:
-        if claims.expires_at is None:
-            return None
-        delay = max(0.0, claims.expires_at - time.time())
-        return asyncio.get_running_loop().call_later(
-            delay, conn.close, CloseCode.TOKEN_EXPIRED, "token expired"
-        )
+    async def sweep(self) -> None:
+        """Once a second, one pass over every socket instead of timers per connection.
+
+        Closes sockets whose token expired (4001), that sent no `connect` in time (4005) or
+        that answered no ping for two intervals (4006); every heartbeat interval, queues the
+        same ping frame for every socket.
+        """
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + settings.heartbeat_s
+        while True:
+            await asyncio.sleep(min(1.0, settings.heartbeat_s))
+            now, wall = loop.time(), time.time()
+            silent_since = now - 2 * settings.heartbeat_s - 1.0
+            connect_by = now - settings.limits.connect_timeout_s
+            for conn in list(self.connections.values()):
+                claims = conn.claims
+                if claims is None:
+                    if conn.opened_at < connect_by:
+                        conn.close(CloseCode.CONNECT_TIMEOUT, "no connect command in time")
+                elif claims.expires_at is not None and claims.expires_at <= wall:
+                    conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+                elif conn.last_seen < silent_since:
+                    conn.close(CloseCode.NO_PONG, "no pong in time")
+            if now >= next_ping:
+                next_ping = now + settings.heartbeat_s
+                self.outbox.broadcast(self.connections.values(), PING_FRAME)
 
     async def detach(self, conn: ClientConnection) -> None:
         """Forget a closed connection everywhere: hub, presence, registry."""
         conn.closing = True
-        conn.set_expiry(None)
         self.connections.pop(conn.id, None)
         users = self.by_user.get(conn.user)
         if users is not None:

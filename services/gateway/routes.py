@@ -25,6 +25,7 @@ from .node import GatewayNode
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+api_routes = web.RouteTableDef()  # mounted under /api/ with the error middleware
 VERSION = "0.1.0"
 
 
@@ -37,64 +38,62 @@ def _bearer(request: web.Request) -> str | None:
 
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
+    # No middleware wraps this view (see app.py): a suspended middleware frame per socket is
+    # memory every idle connection pays. Errors before the upgrade are rendered here.
     node = request.app[node_key]
-    if node.shutting_down:
-        raise NotAvailable("shutting down")
     limits = node.settings.limits
-    token = _bearer(request)
     claims = None
-    if token:
-        # Verified before the upgrade: a bad token gets an HTTP error and no socket.
-        claims = await node.authenticate(token)
-        node.check_connection_limit(claims.user)
+    try:
+        if node.shutting_down:
+            raise NotAvailable("shutting down")
+        token = _bearer(request)
+        if token:
+            # Verified before the upgrade: a bad token gets an HTTP error and no socket.
+            claims = await node.authenticate(token)
+            node.check_connection_limit(claims.user)
+    except ServiceError as exc:
+        return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+    # Pings and pongs are ours (autoping off, no aiohttp heartbeat): the node's sweep pings
+    # every socket with one shared frame instead of two timers per connection.
     ws = web.WebSocketResponse(
-        heartbeat=node.settings.heartbeat_s,
-        max_msg_size=limits.max_message_bytes,
+        autoping=False,
+        # aiohttp refuses a frame whose size *equals* max_msg_size; the setting is inclusive.
+        max_msg_size=limits.max_message_bytes + 1,
         compress=False,
     )
     await ws.prepare(request)
     assert request.transport is not None
     conn = ClientConnection(ws, request.transport, node.outbox, limits)
     node.accept(conn)
-    deadline = None
     if claims is not None:
         node.attach(conn, claims)
-    else:
-        deadline = asyncio.get_running_loop().call_later(
-            limits.connect_timeout_s, _connect_deadline, conn
-        )
+    commands = request.app[commands_key]
+    clock = asyncio.get_running_loop().time
     try:
-        await _read_loop(request.app[commands_key], conn)
+        # Inline rather than a helper coroutine: one frame less held by every idle socket.
+        async for msg in ws:
+            conn.last_seen = clock()
+            kind = msg.type
+            if kind is WSMsgType.TEXT:
+                await commands.handle_frame(conn, msg.data)
+            elif kind is WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif kind is WSMsgType.BINARY:
+                commands.bad_frame(conn, "binary frames are not accepted")
+            elif kind is WSMsgType.ERROR:
+                log.info("websocket error", extra={"conn": conn.id, "error": repr(ws.exception())})
     finally:
-        if deadline is not None:
-            deadline.cancel()
         await node.detach(conn)
-    return ws
-
-
-def _connect_deadline(conn: ClientConnection) -> None:
-    if conn.claims is None:
-        conn.close(CloseCode.CONNECT_TIMEOUT, "no connect command in time")
-
-
-async def _read_loop(commands: Any, conn: ClientConnection) -> None:
-    ws = conn.ws
-    async for msg in ws:
-        if msg.type is WSMsgType.TEXT:
-            await commands.handle_frame(conn, msg.data)
-        elif msg.type is WSMsgType.BINARY:
-            commands._bad_frame(conn, "binary frames are not accepted")
-        elif msg.type is WSMsgType.ERROR:
-            log.info("websocket error", extra={"conn": conn.id, "error": repr(ws.exception())})
     if ws.close_code == CloseCode.MESSAGE_TOO_BIG:
         log.info("frame over the size limit; closed with 1009", extra={"conn": conn.id})
+    return ws
 
 
 # -- server API --------------------------------------------------------------------------
 
 
 async def _require_scope(request: web.Request, *allowed: str) -> GatewayNode:
-    node = request.app[node_key]
+    node = request.config_dict[node_key]
     token = _bearer(request)
     if not token:
         raise Unauthorized("Authorization: Bearer <token> required")
@@ -117,7 +116,7 @@ def _event(body: dict[str, Any]) -> str | None:
     return event
 
 
-@routes.post("/api/publish")
+@api_routes.post("/publish")
 async def api_publish(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
     body = await json_body(request, node.settings.limits.max_message_bytes)
@@ -128,7 +127,7 @@ async def api_publish(request: web.Request) -> web.Response:
     return web.json_response({"offset": position.offset, "epoch": position.epoch})
 
 
-@routes.post("/api/broadcast")
+@api_routes.post("/broadcast")
 async def api_broadcast(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
     body = await json_body(request, node.settings.limits.max_message_bytes)
@@ -147,7 +146,7 @@ async def api_broadcast(request: web.Request) -> web.Response:
     return web.json_response({"results": results})
 
 
-@routes.get("/api/history")
+@api_routes.get("/history")
 async def api_history(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
     channel = request.query.get("channel")
@@ -174,7 +173,7 @@ async def api_history(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-@routes.get("/api/presence")
+@api_routes.get("/presence")
 async def api_presence(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
     channel = request.query.get("channel")
@@ -185,7 +184,7 @@ async def api_presence(request: web.Request) -> web.Response:
     return web.json_response({"clients": await node.presence.get(channel)})
 
 
-@routes.post("/api/disconnect")
+@api_routes.post("/disconnect")
 async def api_disconnect(request: web.Request) -> web.Response:
     node = await _require_scope(request, "admin")
     body = await json_body(request, 64 * 1024)
@@ -196,7 +195,7 @@ async def api_disconnect(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-@routes.post("/api/revoke")
+@api_routes.post("/revoke")
 async def api_revoke(request: web.Request) -> web.Response:
     node = await _require_scope(request, "admin")
     body = await json_body(request, 64 * 1024)

@@ -9,6 +9,8 @@ import struct
 _FIN_TEXT = 0x81
 _FIN_CLOSE = 0x88
 
+PING_FRAME = b"\x89\x00"  # unmasked ping, no payload: the same bytes for every socket
+
 
 def _header(opcode: int, length: int) -> bytes:
     if length < 126:
