@@ -1,6 +1,8 @@
 """Test helpers (no fixtures): waiting for conditions, free ports, a native-protocol client."""
 
 import asyncio
+import base64
+import contextlib
 import json
 import os
 import socket
@@ -94,7 +96,37 @@ class Client:
     async def close(self) -> None:
         await self.ws.close()
         self._reader.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._reader
-        except (asyncio.CancelledError, Exception):
-            pass
+
+
+# -- gateway conveniences (`gw` is a tests.conftest.Gateway) -----------------------------------
+
+
+def upgrade_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Headers of a WebSocket upgrade request, for a plain HTTP client to read the refusal."""
+    return {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        **headers,
+    }
+
+
+async def open_client(gw: Any, token: str | None = None, **headers: str) -> Client:
+    """A `/ws` client authenticated by `token` in a header, or not at all."""
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return Client(await gw.http.session.ws_connect(gw.url("/ws"), headers=headers))
+
+
+async def still_delivers(gw: Any, *clients: Client, channel: str = "news") -> None:
+    """Each of `clients` is open, answers a ping, and receives one new publication on `channel`."""
+    data = {"n": os.urandom(8).hex()}
+    status, body = await gw.api("POST", "/api/publish", json={"channel": channel, "data": data})
+    assert status == 200, body
+    for client in clients:
+        push = await client.push(timeout_s=2.0)
+        assert (push["channel"], push["offset"], push["data"]) == (channel, body["offset"], data)
+        assert await client.ok("ping") == {}

@@ -65,7 +65,9 @@ class TokenVerifier:
             raise Unauthorized("token not valid yet") from exc
         except jwt.MissingRequiredClaimError as exc:
             raise Unauthorized(f"token lacks claim {exc.claim!r}") from exc
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
+            # Not only InvalidTokenError: a token of a configured family that does not fit the
+            # key (ES256 against an RSA key) raises InvalidKeyError.
             raise Unauthorized("invalid token") from exc
         return payload
 
@@ -92,7 +94,8 @@ class TokenVerifier:
 
     def verify_channel_token(self, token: str, *, user: str, channel: str) -> None:
         """A channel token is signed by the backend: `sub` = the user, `channel` = the channel."""
-        payload = self.decode(token, required=["sub", "channel"])
+        # Everything a connection token must carry (`exp` above all), plus the channel.
+        payload = self.decode(token, required=[*self._required, "channel"])
         if payload.get("sub") != user or payload.get("channel") != channel:
             raise Unauthorized("channel token is for another user or channel")
 
