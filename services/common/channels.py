@@ -156,8 +156,9 @@ def _namespace(base: Namespace, options: object) -> Namespace:
             rules = (value,) if isinstance(value, str) else value
             if (
                 not isinstance(rules, list | tuple)
-                or not set(rules) <= SUBSCRIBE_RULES
                 or not rules
+                # A hand-written file may hold an unhashable rule (a list): check its type first.
+                or not all(isinstance(rule, str) and rule in SUBSCRIBE_RULES for rule in rules)
             ):
                 raise SettingsError(
                     f"{where}: subscribe must list some of {sorted(SUBSCRIBE_RULES)}"
