@@ -17,7 +17,7 @@ import uvloop
 from redis.asyncio import Redis
 
 from . import report
-from .harness import ROOT, RedisServer, raise_nofile
+from .harness import ROOT, RedisServer, raise_nofile, split_cores
 from .targets import TARGETS, Target
 from .workloads import Fanout, Idle, Paced, Result, fanout, idle_memory, latency
 
@@ -28,8 +28,12 @@ Runner = Callable[[Target, RedisServer], Awaitable[Result]]
 
 def runners(args: argparse.Namespace) -> dict[str, Runner]:
     d = args.duration
-    busy = Fanout(subscribers=1000, channels=1, duration_s=d, in_flight=10, batch=1)
-    channels = Fanout(subscribers=1000, channels=1000, duration_s=d, in_flight=2000, batch=200)
+    busy = Fanout(
+        subscribers=1000, channels=1, duration_s=d, in_flight=args.busy_in_flight, batch=1
+    )
+    channels = Fanout(
+        subscribers=1000, channels=1000, duration_s=d, in_flight=args.channels_in_flight, batch=200
+    )
     paced = Paced(subscribers=100, rate=100.0, duration_s=d)
     idle = Idle(connections=args.connections)
     return {
@@ -41,6 +45,7 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
 
 
 async def run(args: argparse.Namespace) -> int:
+    placement = split_cores() if args.split_cores else None
     limit = raise_nofile()
     if limit < args.connections + 1000:
         print(f"warning: RLIMIT_NOFILE is {limit}, too low for {args.connections} connections")
@@ -62,6 +67,9 @@ async def run(args: argparse.Namespace) -> int:
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "started": started.isoformat(timespec="seconds"),
         "machine": report.machine(),
+        "server_cores": sorted(placement.server) if placement else "shared",
+        "busy_in_flight": args.busy_in_flight,
+        "channels_in_flight": args.channels_in_flight,
     }
     print()
     print(report.table(results, [t.name for t in targets], labels))
@@ -112,6 +120,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
     parser.add_argument("--connections", type=int, default=10_000, help="idle connections")
+    parser.add_argument(
+        "--busy-in-flight",
+        type=int,
+        default=100,
+        help="publications in flight on the busy channel (each is 1,000 deliveries)",
+    )
+    parser.add_argument(
+        "--channels-in-flight",
+        type=int,
+        default=10_000,
+        help="publications in flight across the 1,000 channels",
+    )
+    parser.add_argument(
+        "--shared-cores",
+        dest="split_cores",
+        action="store_false",
+        help="let the server share all cores with the load client instead of having its own",
+    )
     parser.add_argument("--json", default=str(RESULTS_PATH), help="where to write the results")
     args = parser.parse_args(argv)
     for name in args.systems:

@@ -111,8 +111,34 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float, na
     raise TimeoutError(f"{name} did not listen on port {port} within {timeout_s}s")
 
 
-def _preexec_nofile() -> None:
+@dataclass(slots=True)
+class Placement:
+    """Which cores the server under test runs on, and which everything else runs on."""
+
+    server: set[int]
+    others: set[int]
+
+
+ALL_CPUS = sorted(os.sched_getaffinity(0))
+PLACEMENT = Placement(set(ALL_CPUS), set(ALL_CPUS))
+
+
+def split_cores() -> Placement:
+    """Give the server under test the last core to itself; keep this process (the load client
+    and publisher) and Redis, started after this call, on the others.
+
+    The client then never takes CPU from the server it measures, and the server is the
+    bottleneck whenever the client keeps up. Needs two cores or more; a no-op otherwise.
+    """
+    if len(ALL_CPUS) > 1:
+        PLACEMENT.server, PLACEMENT.others = set(ALL_CPUS[-1:]), set(ALL_CPUS[:-1])
+        os.sched_setaffinity(0, PLACEMENT.others)
+    return PLACEMENT
+
+
+def _preexec_server() -> None:
     raise_nofile()
+    os.sched_setaffinity(0, PLACEMENT.server)
 
 
 class ServerProcess:
@@ -148,7 +174,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_preexec_nofile,
+                preexec_fn=_preexec_server,
             )
         wait_for_port(self.port, self.proc, timeout_s=20.0, name=self.name)
         if ready is not None:

@@ -35,6 +35,7 @@ WORKLOAD_TITLES = {
 ROWS = [
     Row("busy", "deliveries_per_s", "deliveries/s (higher is better)", True, 0),
     Row("busy", "cpu_us_per_delivery", "server CPU us/delivery", False, 2),
+    Row("busy", "frames_per_write", "frames per socket write", True, 1),
     Row("busy", "lost", "lost deliveries", False, 0),
     Row("channels", "publications_per_s", "publications/s (higher is better)", True, 0),
     Row("channels", "cpu_us_per_publication", "server CPU us/publication", False, 1),
@@ -72,6 +73,13 @@ def fmt(number: float | None, digits: int) -> str:
     return f"{number:,.{digits}f}"
 
 
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or not b or math.isnan(a) or math.isnan(b):
+        return "-"
+    r = a / b
+    return f"{r:.0f}" if r >= 100 else f"{r:.2f}" if r >= 1 else f"{r:.3g}"
+
+
 def table(results: Results, systems: list[str], labels: dict[str, str]) -> str:
     """Plain text: workload | metric | <system> ... | ratio (first system / second)."""
     head = ["workload", "metric", *(labels[s] for s in systems)]
@@ -85,7 +93,7 @@ def table(results: Results, systems: list[str], labels: dict[str, str]) -> str:
         line = [WORKLOAD_TITLES[row.workload], row.label, *(fmt(c, row.digits) for c in cells)]
         if len(systems) == 2:
             a, b = cells
-            line.append(f"{a / b:.2f}" if a is not None and b else "-")
+            line.append(ratio(a, b))
         lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = []

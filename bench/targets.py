@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 from redis.asyncio import Redis
 
@@ -101,6 +102,14 @@ class Target(ABC):
 
     @abstractmethod
     async def publisher(self, redis_url: str) -> Publisher: ...
+
+    async def api_publish(self, server: ServerProcess, channel: str, data: Any) -> bool:
+        """Publish through the server's own HTTP API, if it has one (False if not)."""
+        return False
+
+    async def counters(self, server: ServerProcess) -> dict[str, float]:
+        """The server's own counters worth reporting (frames, socket writes), if it has any."""
+        return {}
 
 
 # -- python-socketio ---------------------------------------------------------------------------
@@ -317,6 +326,36 @@ class SwitchboardTarget(Target):
 
     async def publisher(self, redis_url: str) -> Publisher:
         return await SwitchboardPublisher(redis_url).open()
+
+    async def api_publish(self, server: ServerProcess, channel: str, data: Any) -> bool:
+        """`POST /api/publish`: checks that the fast publish path delivers what the API does."""
+        headers = {"Authorization": f"Bearer {self.token({'sub': 'bench', 'scope': 'publish'})}"}
+        url = f"http://127.0.0.1:{server.port}/api/publish"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json={"channel": channel, "data": data}, headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                raise RuntimeError(f"POST /api/publish: {resp.status} {await resp.text()}")
+        return True
+
+    async def counters(self, server: ServerProcess) -> dict[str, float]:
+        """Frames sent and socket writes, from the gateway's Prometheus endpoint."""
+        wanted = {
+            "switchboard_gateway_frames_sent_total": "frames",
+            "switchboard_gateway_socket_writes_total": "writes",
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{server.port}/metrics") as resp,
+        ):
+            text = await resp.text()
+        found = {}
+        for line in text.splitlines():
+            name, _, number = line.partition(" ")
+            if name in wanted:
+                found[wanted[name]] = float(number)
+        return found
 
 
 TARGETS: dict[str, type[Target]] = {"switchboard": SwitchboardTarget, "socketio": SocketIOTarget}

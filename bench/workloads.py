@@ -123,25 +123,42 @@ async def drain(tally: Tally, total: int, idle_s: float = 2.0) -> bool:
 
 
 async def warm_up(
-    publisher: Publisher, tally: Tally, channels: Sequence[str], clients: Sequence[BenchClient]
+    target: Target,
+    server: ServerProcess,
+    publisher: Publisher,
+    tally: Tally,
+    channels: Sequence[str],
+    clients: Sequence[BenchClient],
 ) -> None:
-    """One publication per channel, received everywhere, before anything is measured.
+    """One publication per channel, received everywhere, before anything is measured; then
+    one through the server's HTTP API, if it has one, which must arrive the same way.
 
-    A subscription confirmed before the server's Redis SUBSCRIBE took effect would lose it:
-    that is a bug in the server, and the run stops here rather than report a loss later.
+    A subscription confirmed before the server's Redis SUBSCRIBE took effect would lose the
+    first: that is a bug in the server, and the run stops here rather than report a loss later.
     """
     tally.reset()
     await publisher.publish([(c, payload()) for c in channels])
     if not await drain(tally, len(clients), idle_s=5.0):
         missing = sum(1 for c in clients if c.count == 0)
         raise RuntimeError(f"warm-up: {missing} subscribers got nothing after subscribing")
+    on_first = sum(1 for i in range(len(clients)) if i % len(channels) == 0)
+    if await target.api_publish(server, channels[0], payload()) and not await drain(
+        tally, len(clients) + on_first, idle_s=5.0
+    ):
+        raise RuntimeError("warm-up: a publication through the HTTP API was not delivered")
     for client in clients:
         client.count = 0
     tally.reset()
 
 
-def count_losses(clients: Sequence[BenchClient], expected: Callable[[int], int]) -> int:
-    return sum(max(0, expected(i) - c.count) for i, c in enumerate(clients))
+def count_losses(
+    clients: Sequence[BenchClient], expected: Callable[[int], int], result: "Result"
+) -> None:
+    """Compare each subscriber's count with what was published to its channel."""
+    result.lost = sum(max(0, expected(i) - c.count) for i, c in enumerate(clients))
+    extra = sum(max(0, c.count - expected(i)) for i, c in enumerate(clients))
+    if extra:
+        result.notes.append(f"{extra} deliveries more than were published (duplicates)")
 
 
 def check_alive(server: ServerProcess, clients: Sequence[BenchClient], result: Result) -> None:
@@ -183,8 +200,14 @@ async def fanout(target: Target, redis: RedisServer, spec: Fanout) -> Result:
         clients = await connect_all(target, server, tally, spec.subscribers)
         channels = [target.channel(i) for i in range(spec.channels)]
         await subscribe_all(clients, lambda i: channels[i % spec.channels])
-        await warm_up(publisher, tally, channels, clients)
-        return await _saturate(server, redis, publisher, tally, clients, channels, spec)
+        await warm_up(target, server, publisher, tally, channels, clients)
+        before = await target.counters(server)
+        result = await _saturate(server, redis, publisher, tally, clients, channels, spec)
+        after = await target.counters(server)
+        if after.get("writes", 0) > before.get("writes", 0):
+            frames = after["frames"] - before["frames"]
+            result.metrics["frames_per_write"] = frames / (after["writes"] - before["writes"])
+        return result
     finally:
         close_all(clients)
         await publisher.aclose()
@@ -228,7 +251,8 @@ async def _saturate(
     deliveries = tally.total
 
     # Client i is subscribed to channel i % n.
-    result = Result(lost=count_losses(clients, lambda i: published // n + (i % n < published % n)))
+    result = Result()
+    count_losses(clients, lambda i: published // n + (i % n < published % n), result)
     if not drained:
         result.notes.append("deliveries stopped before every publication arrived")
     check_alive(server, clients, result)
@@ -281,7 +305,7 @@ async def latency(target: Target, redis: RedisServer, spec: Paced) -> Result:
         clients = await connect_all(target, server, tally, spec.subscribers)
         channel = target.channel(0)
         await subscribe_all(clients, lambda i: channel)
-        await warm_up(publisher, tally, [channel], clients)
+        await warm_up(target, server, publisher, tally, [channel], clients)
         return await _paced(Meter(server, redis), publisher, tally, clients, channel, spec)
     finally:
         close_all(clients)
@@ -312,7 +336,8 @@ async def _paced(
     meter.stop()
     elapsed_s = (tally.last_ns - t0) / 1e9
     samples = sorted(tally.latencies_ns or [])
-    result = Result(lost=count_losses(clients, lambda i: count))
+    result = Result()
+    count_losses(clients, lambda i: count, result)
     if not drained:
         result.notes.append("deliveries stopped before every publication arrived")
     check_alive(meter.server, clients, result)
