@@ -1,6 +1,7 @@
 """HTTP plumbing every service shares: JSON errors, health and readiness routes, the runner."""
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -18,24 +19,42 @@ log = logging.getLogger(__name__)
 ReadyCheck = Callable[[web.Application], Awaitable[dict[str, bool]]]
 
 
+View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_errors(view: View) -> View:
+    """Render what a view raises: ServiceError -> `{"error": {"code", "message"}}` with its
+    status, Redis down -> 503 (code 108), a bug -> 500 with the traceback in the log.
+
+    A decorator rather than a middleware where an app must stay middleware-free: aiohttp keeps
+    a middleware's frame suspended for as long as a WebSocket view runs, on every socket.
+    """
+
+    @functools.wraps(view)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await view(request)
+        except ServiceError as exc:
+            if exc.http_status >= 500:
+                log.warning("request failed", extra={"path": request.path, "code": int(exc.code)})
+            return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+        except web.HTTPException:
+            raise
+        except RedisError as exc:
+            log.warning("redis unavailable", extra={"path": request.path, "error": repr(exc)})
+            body = NotAvailable("temporarily unavailable").to_dict()
+            return web.json_response({"error": body}, status=NotAvailable.http_status)
+        except Exception:
+            log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+            return web.json_response({"error": InternalError().to_dict()}, status=500)
+
+    return wrapped
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """ServiceError -> `{"error": {"code", "message"}}` with its status; Redis down -> 503."""
-    try:
-        return await handler(request)
-    except ServiceError as exc:
-        if exc.http_status >= 500:
-            log.warning("request failed", extra={"path": request.path, "code": int(exc.code)})
-        return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
-    except web.HTTPException:
-        raise
-    except RedisError as exc:
-        log.warning("redis unavailable", extra={"path": request.path, "error": repr(exc)})
-        body = NotAvailable("temporarily unavailable").to_dict()
-        return web.json_response({"error": body}, status=NotAvailable.http_status)
-    except Exception:
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return web.json_response({"error": InternalError().to_dict()}, status=500)
+    """`json_errors` for every view of an app."""
+    return await json_errors(handler)(request)
 
 
 async def json_body(request: web.Request, max_bytes: int) -> dict[str, Any]:

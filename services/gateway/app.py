@@ -9,21 +9,21 @@ from services.common.errors import CloseCode
 from services.common.metrics import install_metrics
 from services.common.redis import make_client, redis_ctx
 from services.common.tasks import supervised
-from services.common.web import add_health_routes, error_middleware
+from services.common.web import add_health_routes
 
 from .commands import Commands
 from .keys import commands_key, metrics_key, node_key, redis_key, settings_key
 from .metrics import GatewayMetrics
 from .node import GatewayNode
-from .routes import api_routes, routes
+from .routes import routes
 from .settings import GatewaySettings
 
 
 def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.Application:
     """Build the gateway app; `redis` lets tests inject a client they own."""
-    # No app-wide middleware: /ws renders its own errors, so idle sockets hold no middleware
-    # frame; the server API is a sub-app with the error middleware.
-    app = web.Application()
+    # No middleware and no sub-app (aiohttp would wrap every view, /ws included, in a frame
+    # each idle socket holds): API views render their errors with `json_errors`.
+    app = web.Application(client_max_size=2 * 1024 * 1024)
     app[settings_key] = settings
     app[metrics_key] = GatewayMetrics(install_metrics(app))
 
@@ -37,9 +37,6 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.
     app.on_shutdown.append(_close_connections)
 
     app.add_routes(routes)
-    api = web.Application(middlewares=[error_middleware], client_max_size=2 * 1024 * 1024)
-    api.add_routes(api_routes)
-    app.add_subapp("/api/", api)
     add_health_routes(app, _ready)
     return app
 

@@ -17,7 +17,7 @@ from services.common.errors import (
     Unauthorized,
     UnrecoverablePosition,
 )
-from services.common.web import json_body
+from services.common.web import json_body, json_errors
 
 from .connection import ClientConnection
 from .keys import commands_key, node_key
@@ -25,7 +25,6 @@ from .node import GatewayNode
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-api_routes = web.RouteTableDef()  # mounted under /api/ with the error middleware
 VERSION = "0.1.0"
 
 
@@ -38,8 +37,7 @@ def _bearer(request: web.Request) -> str | None:
 
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
-    # No middleware wraps this view (see app.py): a suspended middleware frame per socket is
-    # memory every idle connection pays. Errors before the upgrade are rendered here.
+    # Not wrapped in `json_errors`: its frame would stay suspended on every idle socket.
     node = request.app[node_key]
     limits = node.settings.limits
     claims = None
@@ -93,7 +91,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def _require_scope(request: web.Request, *allowed: str) -> GatewayNode:
-    node = request.config_dict[node_key]
+    node = request.app[node_key]
     token = _bearer(request)
     if not token:
         raise Unauthorized("Authorization: Bearer <token> required")
@@ -116,7 +114,8 @@ def _event(body: dict[str, Any]) -> str | None:
     return event
 
 
-@api_routes.post("/publish")
+@routes.post("/api/publish")
+@json_errors
 async def api_publish(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
     body = await json_body(request, node.settings.limits.max_message_bytes)
@@ -127,7 +126,8 @@ async def api_publish(request: web.Request) -> web.Response:
     return web.json_response({"offset": position.offset, "epoch": position.epoch})
 
 
-@api_routes.post("/broadcast")
+@routes.post("/api/broadcast")
+@json_errors
 async def api_broadcast(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
     body = await json_body(request, node.settings.limits.max_message_bytes)
@@ -146,7 +146,8 @@ async def api_broadcast(request: web.Request) -> web.Response:
     return web.json_response({"results": results})
 
 
-@api_routes.get("/history")
+@routes.get("/api/history")
+@json_errors
 async def api_history(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
     channel = request.query.get("channel")
@@ -173,7 +174,8 @@ async def api_history(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-@api_routes.get("/presence")
+@routes.get("/api/presence")
+@json_errors
 async def api_presence(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
     channel = request.query.get("channel")
@@ -184,7 +186,8 @@ async def api_presence(request: web.Request) -> web.Response:
     return web.json_response({"clients": await node.presence.get(channel)})
 
 
-@api_routes.post("/disconnect")
+@routes.post("/api/disconnect")
+@json_errors
 async def api_disconnect(request: web.Request) -> web.Response:
     node = await _require_scope(request, "admin")
     body = await json_body(request, 64 * 1024)
@@ -195,7 +198,8 @@ async def api_disconnect(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-@api_routes.post("/revoke")
+@routes.post("/api/revoke")
+@json_errors
 async def api_revoke(request: web.Request) -> web.Response:
     node = await _require_scope(request, "admin")
     body = await json_body(request, 64 * 1024)
