@@ -19,7 +19,16 @@ from redis.asyncio import Redis
 from . import report
 from .harness import ROOT, RedisServer, raise_nofile, split_cores
 from .targets import TARGETS, Target
-from .workloads import Fanout, Idle, Paced, Result, fanout, idle_memory, latency
+from .workloads import (
+    OTHER_LOAD_LIMIT,
+    Fanout,
+    Idle,
+    Paced,
+    Result,
+    fanout,
+    idle_memory,
+    latency,
+)
 
 WORKLOADS = ("busy", "channels", "latency", "idle")
 RESULTS_PATH = ROOT / "bench" / "results" / "latest.json"
@@ -53,6 +62,13 @@ async def run(args: argparse.Namespace) -> int:
     labels = {t.name: t.label for t in targets}
     todo = runners(args)
     results: report.Results = {}
+    machine = report.machine()
+    print(
+        f"{machine['nproc']} cores, {machine['cpu_model']}, Python {machine['python']}, "
+        f"{machine['redis']}"
+    )
+    if placement is not None:
+        print(f"servers on cores {sorted(placement.server)}, client and Redis on the others")
     redis = RedisServer()
     redis.start()
     started = datetime.now(UTC)
@@ -60,13 +76,15 @@ async def run(args: argparse.Namespace) -> int:
         for workload in args.workloads:
             results[workload] = {}
             for target in targets:
-                results[workload][target.name] = await measure(workload, target, redis, todo)
+                results[workload][target.name] = await measure(
+                    workload, target, redis, todo, args.retries
+                )
     finally:
         redis.close()
     info = {
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "started": started.isoformat(timespec="seconds"),
-        "machine": report.machine(),
+        "machine": machine,
         "server_cores": sorted(placement.server) if placement else "shared",
         "busy_in_flight": args.busy_in_flight,
         "channels_in_flight": args.channels_in_flight,
@@ -88,13 +106,38 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def measure(
-    workload: str, target: Target, redis: RedisServer, todo: dict[str, Runner]
+    workload: str, target: Target, redis: RedisServer, todo: dict[str, Runner], retries: int
 ) -> Result | str:
-    """Run one workload on one system; a failure is reported, not raised."""
+    """Run one workload on one system; a failure is reported, not raised.
+
+    A run during which other processes kept the machine busy is repeated up to `retries`
+    times, and the quietest run is kept (its other load is in the JSON either way).
+    """
     why_not = target.available()
     if why_not:
         print(f"{workload:>8} {target.label}: skipped ({why_not})", flush=True)
         return why_not
+    best: Result | None = None
+    for attempt in range(retries + 1):
+        outcome = await run_once(workload, target, redis, todo)
+        if isinstance(outcome, str):
+            return outcome
+        if best is None or _other_load(outcome) < _other_load(best):
+            best = outcome
+        if _other_load(outcome) <= OTHER_LOAD_LIMIT or attempt == retries:
+            break
+        print(f"{workload:>8} {target.label}: machine busy, measuring again", flush=True)
+    assert best is not None
+    return best
+
+
+def _other_load(result: Result) -> float:
+    return result.metrics.get("other_load_cores", 0.0)
+
+
+async def run_once(
+    workload: str, target: Target, redis: RedisServer, todo: dict[str, Runner]
+) -> Result | str:
     client = Redis.from_url(redis.url)
     await client.flushall()
     await client.aclose()
@@ -137,6 +180,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="split_cores",
         action="store_false",
         help="let the server share all cores with the load client instead of having its own",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="measure a run again, up to this many times, when other processes kept the "
+        "machine busy during it; the quietest run is kept",
     )
     parser.add_argument("--json", default=str(RESULTS_PATH), help="where to write the results")
     args = parser.parse_args(argv)
