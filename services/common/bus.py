@@ -34,13 +34,17 @@ end
 """
 
 _EPOCH = """
-local function epoch_of(meta, candidate, ttl)
+-- A read creates the epoch when missing but never extends it: the epoch must not outlive
+-- the history it names (a publication extends both together).
+local function epoch_of(meta, candidate, ttl, extend)
   local epoch = redis.call('HGET', meta, 'e')
   if not epoch then
     epoch = candidate
     redis.call('HSET', meta, 'e', epoch)
+    redis.call('PEXPIRE', meta, ttl)
+  elseif extend then
+    redis.call('PEXPIRE', meta, ttl)
   end
-  redis.call('PEXPIRE', meta, ttl)
   return epoch
 end
 """
@@ -53,7 +57,7 @@ PUBLISH_LUA = (
 local offset = ''
 local epoch = ''
 if tonumber(ARGV[4]) > 0 then
-  epoch = epoch_of(KEYS[2], ARGV[6], ARGV[5])
+  epoch = epoch_of(KEYS[2], ARGV[6], ARGV[5], true)
   if ARGV[7] ~= '' then
     offset = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], '*', 'd', ARGV[3], 'e', ARGV[7])
   else
@@ -74,7 +78,7 @@ READ_LUA = (
     _ID_LT
     + _EPOCH
     + """
-local epoch = epoch_of(KEYS[2], ARGV[3], ARGV[4])
+local epoch = epoch_of(KEYS[2], ARGV[3], ARGV[4], false)
 local top = '0-0'
 local added = 0
 local first = nil
