@@ -127,6 +127,7 @@ class CloseCode(IntEnum):
     CONNECTION_LIMIT = 4004  # too many connections for this user
     CONNECT_TIMEOUT = 4005  # no `connect` command within the deadline
     NO_PONG = 4006  # the client answered no ping for two heartbeat intervals
+    INSUFFICIENT_STATE = 4007  # publications were lost and history cannot fill the gap
     INVALID_TOKEN = 4500  # forged, malformed or wrong algorithm
     BAD_FRAME = 4501  # not JSON, not an object, or binary where text is expected
     TOKEN_REVOKED = 4502  # the token's jti was revoked

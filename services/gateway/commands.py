@@ -208,7 +208,7 @@ class Commands:
         hub = self.node.hub
         try:
             try:
-                await hub.join(channel, conn, catch_up=namespace.has_history)
+                await hub.join(channel, conn, namespace)
             except (OSError, TimeoutError) as exc:
                 raise NotAvailable("temporarily unavailable") from exc
             if namespace.has_history:
@@ -216,7 +216,7 @@ class Commands:
                 conn.reply_raw(
                     cmd.get("id"), _result(read, recovered=read.recovered and since is not None)
                 )
-                hub.go_live(channel, conn, read.last_offset)
+                hub.go_live(channel, conn, Position(read.last_offset, read.epoch))
             else:
                 conn.reply(
                     cmd.get("id"),

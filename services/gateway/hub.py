@@ -14,7 +14,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from services.common.bus import parse_offset
+from redis.exceptions import RedisError
+
+from services.common.bus import Bus, Position, parse_offset
+from services.common.channels import Namespace
 from services.common.pubsub import Subscriber
 
 from .wire import text_frame
@@ -97,15 +100,32 @@ class Outbox:
 class Channel:
     """Local state of one channel: live subscribers, and those still catching up on history."""
 
-    __slots__ = ("live", "name", "pending", "ready")
+    __slots__ = (
+        "backlog",
+        "epoch",
+        "floors",
+        "last",
+        "live",
+        "name",
+        "namespace",
+        "pending",
+        "ready",
+    )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, namespace: Namespace) -> None:
         self.name = name
+        self.namespace = namespace
         self.live: dict[Peer, None] = {}
         # Subscribers between "Redis subscription confirmed" and "history read": what arrives
         # meanwhile is kept with its offset, then sent after the history if it is newer.
         self.pending: dict[Peer, list[tuple[bytes, bytes]]] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Position of the last publication delivered here, to catch up after a pub/sub outage.
+        self.epoch = ""
+        self.last = b""
+        # While catching up: what arrives is held back, and where each late joiner stands.
+        self.backlog: list[tuple[bytes, bytes]] | None = None
+        self.floors: dict[Peer, bytes] = {}
 
     def __len__(self) -> int:
         return len(self.live) + len(self.pending)
@@ -114,11 +134,20 @@ class Channel:
 class Hub:
     """Channel -> local subscribers; subscribes Redis while a channel has any."""
 
-    def __init__(self, outbox: Outbox, subscriber: Subscriber, redis_name: Callable[[str], str]):
+    def __init__(
+        self,
+        outbox: Outbox,
+        subscriber: Subscriber,
+        bus: Bus,
+        on_lost: Callable[[Peer], None],
+    ) -> None:
         self.outbox = outbox
         self._subscriber = subscriber
-        self._redis_name = redis_name
+        self._bus = bus
+        self._redis_name = bus.keys.channel
+        self._on_lost = on_lost
         self._channels: dict[bytes, Channel] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.publications_received = 0
 
     def dispatch(self, redis_channel: bytes, message: bytes) -> None:
@@ -129,22 +158,28 @@ class Hub:
         self.publications_received += 1
         newline = message.find(b"\n")
         frame = text_frame(message[newline + 1 :])
-        self.outbox.broadcast(channel.live, frame)
+        if newline:  # presence pushes carry no offset
+            channel.last = message[:newline]
+        if channel.backlog is None:
+            self.outbox.broadcast(channel.live, frame)
+        else:
+            channel.backlog.append((message[:newline], frame))
         if channel.pending:
             offset = message[:newline]
             for buffer in channel.pending.values():
                 buffer.append((offset, frame))
 
-    async def join(self, name: str, peer: Peer, *, catch_up: bool) -> None:
+    async def join(self, name: str, peer: Peer, namespace: Namespace) -> None:
         """Add `peer`; return once Redis confirmed the subscription, so nothing is missed.
 
-        With `catch_up`, the peer stays pending (messages are buffered for it) until
-        `go_live` is called with the offset its history read ended at.
+        In a namespace with history the peer stays pending (messages are buffered for it)
+        until `go_live` is called with the position its history read ended at.
         """
+        catch_up = namespace.has_history
         key = self._redis_name(name).encode()
         channel = self._channels.get(key)
         if channel is None:
-            channel = self._channels[key] = Channel(name)
+            channel = self._channels[key] = Channel(name, namespace)
             task = asyncio.ensure_future(self._subscriber.subscribe(key))
             task.add_done_callback(functools.partial(_settle, channel.ready))
         if catch_up:
@@ -157,16 +192,62 @@ class Hub:
             self.leave(name, peer)
             raise
 
-    def go_live(self, name: str, peer: Peer, after: str) -> None:
-        """End catch-up: queue what arrived meanwhile and is newer than `after`, then go live."""
+    def go_live(self, name: str, peer: Peer, position: Position) -> None:
+        """End catch-up: queue what arrived meanwhile and is newer than `position`, go live."""
         channel = self._channels.get(self._redis_name(name).encode())
         if channel is None or peer not in channel.pending:
             return
-        floor = parse_offset(after)
+        floor = parse_offset(position.offset)
+        sent = position.offset.encode()
         for offset, frame in channel.pending.pop(peer):
             if not offset or parse_offset(offset) > floor:
                 self.outbox.push(peer, frame)
+                sent = offset or sent
         channel.live[peer] = None
+        if channel.epoch != position.epoch:
+            channel.epoch, channel.last = position.epoch, sent
+        elif parse_offset(sent) > parse_offset(channel.last):
+            channel.last = sent
+        if channel.backlog is not None:
+            channel.floors[peer] = sent
+
+    def resync(self) -> None:
+        """After a pub/sub outage: deliver from history what each channel missed meanwhile."""
+        for key, channel in self._channels.items():
+            if channel.namespace.has_history and channel.epoch and channel.backlog is None:
+                channel.backlog = []
+                since = Position(channel.last.decode(), channel.epoch)  # before anything new
+                task = asyncio.create_task(self._resync(key, channel, since), name="hub-resync")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _resync(self, key: bytes, channel: Channel, since: Position) -> None:
+        read = None
+        try:
+            # Confirmed subscription first: from then on nothing is missed, the rest is history.
+            await self._subscriber.subscribe(key)
+            read = await self._bus.read(channel.name, channel.namespace, since)
+        except (OSError, TimeoutError, RedisError) as exc:
+            log.warning("catch-up failed", extra={"channel": channel.name, "error": repr(exc)})
+        finally:
+            backlog, channel.backlog = channel.backlog or [], None
+            floors, channel.floors = channel.floors, {}
+        if read is None or not read.recovered or read.epoch != channel.epoch:
+            log.warning("history lost during a pub/sub outage", extra={"channel": channel.name})
+            for peer in list(channel.live):
+                self._on_lost(peer)
+            if read is not None:
+                channel.epoch, channel.last = read.epoch, read.offset.encode()
+            return
+        prefix = self._bus.frame_prefix(channel.name, None) + b","
+        entries = [(_offset_of(pub), text_frame(prefix + pub[1:])) for pub in read.publications]
+        newest = entries[-1][0] if entries else since.offset.encode()
+        entries += [(o, f) for o, f in backlog if not o or parse_offset(o) > parse_offset(newest)]
+        for peer in channel.live:
+            floor = parse_offset(floors.get(peer, since.offset.encode()))
+            for offset, frame in entries:
+                if not offset or parse_offset(offset) > floor:
+                    self.outbox.push(peer, frame)
 
     def leave(self, name: str, peer: Peer) -> None:
         key = self._redis_name(name).encode()
@@ -175,6 +256,7 @@ class Hub:
             return
         channel.live.pop(peer, None)
         channel.pending.pop(peer, None)
+        channel.floors.pop(peer, None)
         if not channel:
             del self._channels[key]
             channel.ready.cancel()  # no-op once settled
@@ -187,6 +269,11 @@ class Hub:
     @property
     def channel_count(self) -> int:
         return len(self._channels)
+
+
+def _offset_of(publication: bytes) -> bytes:
+    """`{"offset":"<id>",...}` -> `<id>`: the shape `Bus.read` renders."""
+    return publication[11 : publication.index(b'"', 11)]
 
 
 def _settle(future: asyncio.Future[None], task: "asyncio.Future[None]") -> None:

@@ -53,10 +53,11 @@ class GatewayNode:
         self.subscriber = Subscriber(
             settings.redis.url,
             self._on_message,
+            on_reconnect=self._on_reconnect,
             connect_timeout_s=settings.redis.connect_timeout_s,
         )
         self.subscriber.add([self._control])
-        self.hub = Hub(self.outbox, self.subscriber, keys.channel)
+        self.hub = Hub(self.outbox, self.subscriber, self.bus, self._on_lost)
         self.connections: dict[str, ClientConnection] = {}
         self.by_user: dict[str, set[ClientConnection]] = {}
         self.shutting_down = False
@@ -88,6 +89,13 @@ class GatewayNode:
 
     async def broadcast_control(self, command: dict[str, Any]) -> None:
         await self.redis.publish(self.keys.control, json.dumps(command))
+
+    def _on_reconnect(self) -> None:
+        self.hub.resync()
+
+    def _on_lost(self, peer: Peer) -> None:
+        assert isinstance(peer, ClientConnection)
+        peer.close(CloseCode.INSUFFICIENT_STATE, "history lost; subscribe again with since")
 
     def _on_overflow(self, peer: Peer) -> None:
         assert isinstance(peer, ClientConnection)
