@@ -61,19 +61,19 @@ class BenchClient(WsClient):
 class Publisher(ABC):
     """Publishes through Redis the way the system's own backends do.
 
-    `prepare` does once what does not change between repeats of a batch (encoding), so that a
-    throughput run spends its client CPU on receiving, not on publishing.
+    `prepare` encodes one publication once, so that a throughput run that repeats it spends its
+    client CPU on receiving, not on publishing; `send` publishes any number of prepared ones.
     """
 
-    def prepare(self, items: Sequence[Item]) -> Any:
-        return list(items)
+    def prepare(self, channel: str, data: Any) -> Any:
+        return (channel, data)
 
     @abstractmethod
-    async def send(self, prepared: Any) -> None:
-        """Publish a prepared batch; returns once Redis has accepted all of it."""
+    async def send(self, prepared: Sequence[Any]) -> None:
+        """Publish prepared publications, in order; return once Redis accepted all of them."""
 
     async def publish(self, items: Sequence[Item]) -> None:
-        await self.send(self.prepare(items))
+        await self.send([self.prepare(channel, data) for channel, data in items])
 
     @abstractmethod
     async def aclose(self) -> None: ...
@@ -156,8 +156,8 @@ class SocketIOPublisher(Publisher):
 
         self._manager = socketio.AsyncRedisManager(redis_url, write_only=True)
 
-    async def send(self, prepared: Any) -> None:
-        items: list[Item] = prepared
+    async def send(self, prepared: Sequence[Any]) -> None:
+        items: Sequence[Item] = prepared
         emit = self._manager.emit
         if len(items) == 1:
             channel, data = items[0]
@@ -226,7 +226,7 @@ class NativeClient(BenchClient):
 
 class SwitchboardPublisher(Publisher):
     """The gateway's own publish path: `services.common.bus.Bus.publish` runs one Lua script per
-    publication. A single publication goes through `Bus.publish` itself; a batch sends the same
+    publication. `publish()` of one item calls `Bus.publish` itself; anything else sends the same
     script with the same arguments (EVALSHA), pipelined on one connection.
     """
 
@@ -250,12 +250,14 @@ class SwitchboardPublisher(Publisher):
         self._pipe = await RespConnection.open(self._url)
         return self
 
-    def prepare(self, items: Sequence[Item]) -> Any:
-        if len(items) == 1:
-            return list(items)
-        return (b"".join(self._command(channel, data) for channel, data in items), len(items))
+    async def publish(self, items: Sequence[Item]) -> None:
+        if len(items) != 1:
+            await super().publish(items)
+            return
+        [(channel, data)] = items
+        await self._bus.publish(channel, self._encode(data), self._namespace)
 
-    def _command(self, channel: str, data: Any) -> bytes:
+    def prepare(self, channel: str, data: Any) -> Any:
         """EVALSHA with the arguments `Bus.publish` passes (no history: maxlen 0)."""
         keys = self._bus.keys
         args = [
@@ -270,13 +272,9 @@ class SwitchboardPublisher(Publisher):
         history, meta = keys.history(channel), keys.meta(channel)
         return encode_command(b"EVALSHA", self._sha, 2, history, meta, *args)
 
-    async def send(self, prepared: Any) -> None:
-        if isinstance(prepared, list):
-            [(channel, data)] = prepared
-            await self._bus.publish(channel, self._encode(data), self._namespace)
-            return
+    async def send(self, prepared: Sequence[Any]) -> None:
         assert self._pipe is not None, "publisher not opened"
-        await self._pipe.execute(*prepared)
+        await self._pipe.execute(b"".join(prepared), len(prepared))
 
     async def aclose(self) -> None:
         if self._pipe is not None:
