@@ -128,6 +128,13 @@ class HistoryRead:
     recovered: bool
     publications: list[bytes]
 
+    def to_json(self, *, recovered: bool | None) -> bytes:
+        """The result object of `subscribe` (with `recovered`) or `history`, encoded once."""
+        head = b'{"epoch":"%s","offset":"%s"' % (self.epoch.encode(), self.offset.encode())
+        if recovered is not None:
+            head += b',"recovered":true' if recovered else b',"recovered":false'
+        return head + b',"publications":[' + b",".join(self.publications) + b"]}"
+
     @property
     def last_offset(self) -> str:
         if self.publications:

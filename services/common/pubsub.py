@@ -21,6 +21,7 @@ import hiredis
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[bytes, bytes], None]
+_BARRIER = b"barrier"  # PING payload telling barrier pongs from health-check pongs
 
 
 def encode_command(*parts: bytes) -> bytes:
@@ -88,6 +89,7 @@ class Subscriber:
         self._ever_connected = False
         self.last_read = 0.0
         self._auth_answer: asyncio.Future[object] | None = None
+        self._barriers: deque[asyncio.Future[None]] = deque()
 
     @property
     def connected(self) -> bool:
@@ -105,6 +107,20 @@ class Subscriber:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(channel, deque()).append(waiter)
             self._send(b"SUBSCRIBE", channel)
+            await waiter
+
+    async def barrier(self, *, timeout_s: float = 5.0) -> None:
+        """Return once every message Redis sent before now has been handed to `on_message`.
+
+        A command reply (a history read) and a publication travel on different connections:
+        a publication Redis made before the read may still be in flight here after the reply.
+        Redis answers a PING on this connection after everything it queued on it before.
+        """
+        async with asyncio.timeout(timeout_s):
+            await self._connected.wait()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._barriers.append(waiter)
+            self._send(b"PING", _BARRIER)
             await waiter
 
     def add(self, channels: Iterable[bytes]) -> None:
@@ -132,6 +148,12 @@ class Subscriber:
             return
         if isinstance(reply, hiredis.ReplyError):
             log.error("redis refused a pub/sub command", extra={"error": str(reply)})
+            return
+        if type(reply) is list and reply and reply[0] == b"pong" and reply[1] == _BARRIER:
+            if self._barriers:
+                waiter = self._barriers.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
             return
         if type(reply) is list and reply and reply[0] == b"subscribe":
             waiters = self._waiters.get(reply[1])
@@ -162,11 +184,12 @@ class Subscriber:
         finally:
             self._connected.clear()
             self._protocol = None
-            for waiters in self._waiters.values():
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(ConnectionResetError("redis pub/sub connection lost"))
+            lost = [w for waiters in self._waiters.values() for w in waiters] + [*self._barriers]
+            for waiter in lost:
+                if not waiter.done():
+                    waiter.set_exception(ConnectionResetError("redis pub/sub connection lost"))
             self._waiters.clear()
+            self._barriers.clear()
             if protocol.transport is not None:
                 protocol.transport.abort()
 

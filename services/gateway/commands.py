@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from services.common.bus import HistoryRead, Position, encode_data
+from services.common.bus import Position, encode_data
 from services.common.channels import Namespace, Namespaces
 from services.common.errors import (
     AlreadySubscribed,
@@ -28,7 +28,6 @@ from services.common.errors import (
     TokenExpired,
     TooManyRequests,
     Unauthorized,
-    UnrecoverablePosition,
 )
 
 from .connection import ClientConnection
@@ -209,13 +208,14 @@ class Commands:
         try:
             try:
                 await hub.join(channel, conn, namespace)
-            except (OSError, TimeoutError) as exc:
+                if namespace.has_history:
+                    read = await self.node.bus.read(channel, namespace, since)
+                    await hub.in_flight()
+            except (OSError, TimeoutError) as exc:  # the pub/sub link, not a command
                 raise NotAvailable("temporarily unavailable") from exc
             if namespace.has_history:
-                read = await self.node.bus.read(channel, namespace, since)
-                conn.reply_raw(
-                    cmd.get("id"), _result(read, recovered=read.recovered and since is not None)
-                )
+                recovered = read.recovered and since is not None
+                conn.reply_raw(cmd.get("id"), read.to_json(recovered=recovered))
                 hub.go_live(channel, conn, Position(read.last_offset, read.epoch))
             else:
                 conn.reply(
@@ -252,27 +252,17 @@ class Commands:
 
     async def history(self, conn: ClientConnection, cmd: Command) -> None:
         channel, namespace = self._channel(cmd)
-        if not namespace.has_history:
-            raise NotAvailable("history is off in this namespace")
         self._authorize(conn, channel, namespace)
-        since = _position(cmd.get("since"))
         limit = cmd.get("limit", namespace.history_size)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise BadRequest("limit must be a non-negative integer")
-        limit = min(limit, namespace.history_size)
-        read = await self.node.bus.read(channel, namespace, since, limit=limit)
-        if since is not None and not read.recovered:
-            raise UnrecoverablePosition("history no longer covers this position")
-        if since is not None:
-            read = HistoryRead(read.epoch, read.offset, True, read.publications[:limit])
-        conn.reply_raw(cmd.get("id"), _result(read, recovered=None))
+        since = _position(cmd.get("since"))
+        conn.reply_raw(cmd.get("id"), await self.node.history(channel, namespace, since, limit))
 
     async def presence(self, conn: ClientConnection, cmd: Command) -> None:
         channel, namespace = self._channel(cmd)
-        if not namespace.presence:
-            raise NotAvailable("presence is off in this namespace")
         self._authorize(conn, channel, namespace)
-        conn.reply(cmd.get("id"), {"clients": await self.node.presence.get(channel)})
+        conn.reply(cmd.get("id"), {"clients": await self.node.who(channel, namespace)})
 
 
 def _refuse(
@@ -293,11 +283,3 @@ def _position(raw: object) -> Position | None:
     ):
         raise BadRequest("since must be {offset: string, epoch: string}")
     return Position(offset=raw["offset"], epoch=raw["epoch"])
-
-
-def _result(read: HistoryRead, *, recovered: bool | None) -> bytes:
-    head: dict[str, Any] = {"epoch": read.epoch, "offset": read.offset}
-    if recovered is not None:
-        head["recovered"] = recovered
-    prefix = json.dumps(head, separators=(",", ":"))[:-1].encode()
-    return prefix + b',"publications":[' + b",".join(read.publications) + b"]}"

@@ -192,6 +192,15 @@ class Hub:
             self.leave(name, peer)
             raise
 
+    async def in_flight(self) -> None:
+        """Wait for the publications still in flight on the pub/sub connection.
+
+        Call it between a history read and `go_live`: what Redis published before the read is
+        then in the peer's buffer, where `go_live` filters it by offset, and never reaches the
+        peer twice (the read's reply and a publication travel on different connections).
+        """
+        await self._subscriber.barrier()
+
     def go_live(self, name: str, peer: Peer, position: Position) -> None:
         """End catch-up: queue what arrived meanwhile and is newer than `position`, go live."""
         channel = self._channels.get(self._redis_name(name).encode())
@@ -227,6 +236,7 @@ class Hub:
             # Confirmed subscription first: from then on nothing is missed, the rest is history.
             await self._subscriber.subscribe(key)
             read = await self._bus.read(channel.name, channel.namespace, since)
+            await self.in_flight()
         except (OSError, TimeoutError, RedisError) as exc:
             log.warning("catch-up failed", extra={"channel": channel.name, "error": repr(exc)})
         finally:

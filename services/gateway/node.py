@@ -12,14 +12,22 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.common.auth import Claims, RevocationList, TokenVerifier
-from services.common.bus import Bus
-from services.common.errors import CloseCode, LimitExceeded, NotAvailable, Unauthorized
+from services.common.bus import Bus, Position
+from services.common.channels import Namespace
+from services.common.errors import (
+    CloseCode,
+    LimitExceeded,
+    NotAvailable,
+    Unauthorized,
+    UnrecoverablePosition,
+)
 from services.common.pubsub import Subscriber
 from services.common.redis import Keys
 
@@ -176,6 +184,26 @@ class GatewayNode:
                     await self.leave_presence(conn, channel, namespace.join_leave)
         except RedisError:
             log.warning("presence not cleaned up; it expires by itself", extra={"conn": conn.id})
+
+    # -- reads shared by the protocol and the server API ------------------------------------
+
+    async def history(
+        self, channel: str, namespace: Namespace, since: Position | None, limit: int
+    ) -> bytes:
+        """The encoded `history` result: after `since`, or the last `limit` publications."""
+        if not namespace.has_history:
+            raise NotAvailable("history is off in this namespace")
+        limit = max(0, min(limit, namespace.history_size))
+        read = await self.bus.read(channel, namespace, since, limit=limit)
+        if since is not None and not read.recovered:
+            raise UnrecoverablePosition("history no longer covers this position")
+        return replace(read, publications=read.publications[:limit]).to_json(recovered=None)
+
+    async def who(self, channel: str, namespace: Namespace) -> dict[str, Any]:
+        """Presence of a channel across every gateway."""
+        if not namespace.presence:
+            raise NotAvailable("presence is off in this namespace")
+        return await self.presence.get(channel)
 
     # -- presence ------------------------------------------------------------------------
 

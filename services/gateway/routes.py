@@ -8,6 +8,7 @@ from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
 from services.common.bus import Position, encode_data
+from services.common.channels import Namespace
 from services.common.errors import (
     BadRequest,
     CloseCode,
@@ -15,7 +16,6 @@ from services.common.errors import (
     PermissionDenied,
     ServiceError,
     Unauthorized,
-    UnrecoverablePosition,
 )
 from services.common.web import json_body, json_errors
 
@@ -146,31 +146,26 @@ async def api_broadcast(request: web.Request) -> web.Response:
     return web.json_response({"results": results})
 
 
+def _query_channel(request: web.Request, node: GatewayNode) -> tuple[str, Namespace]:
+    channel = request.query.get("channel")
+    namespace = node.settings.namespaces.of(channel)
+    assert channel is not None
+    return channel, namespace
+
+
 @routes.get("/api/history")
 @json_errors
 async def api_history(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
-    channel = request.query.get("channel")
-    namespace = node.settings.namespaces.of(channel)
-    assert channel is not None
-    if not namespace.has_history:
-        raise NotAvailable("history is off in this namespace")
+    channel, namespace = _query_channel(request, node)
     try:
         limit = int(request.query.get("limit", namespace.history_size))
     except ValueError:
         raise BadRequest("limit must be an integer") from None
-    limit = max(0, min(limit, namespace.history_size))
     since = None
     if "since" in request.query:
         since = Position(request.query["since"], request.query.get("epoch", ""))
-    read = await node.bus.read(channel, namespace, since, limit=limit)
-    if since is not None and not read.recovered:
-        raise UnrecoverablePosition("history no longer covers this position")
-    body = b'{"epoch":"%s","offset":"%s","publications":[%s]}' % (
-        read.epoch.encode(),
-        read.offset.encode(),
-        b",".join(read.publications[:limit]),
-    )
+    body = await node.history(channel, namespace, since, limit)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -178,12 +173,8 @@ async def api_history(request: web.Request) -> web.Response:
 @json_errors
 async def api_presence(request: web.Request) -> web.Response:
     node = await _require_scope(request, "publish")
-    channel = request.query.get("channel")
-    namespace = node.settings.namespaces.of(channel)
-    assert channel is not None
-    if not namespace.presence:
-        raise NotAvailable("presence is off in this namespace")
-    return web.json_response({"clients": await node.presence.get(channel)})
+    channel, namespace = _query_channel(request, node)
+    return web.json_response({"clients": await node.who(channel, namespace)})
 
 
 @routes.post("/api/disconnect")
