@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import signal
 
-import socketio
+import socketio  # type: ignore[import-untyped]  # no type hints upstream
 import uvloop
 from aiohttp import web
 
@@ -24,7 +24,7 @@ def create_app(redis_url: str) -> web.Application:
         transports=["websocket"],
     )
 
-    @sio.on("subscribe")
+    @sio.on("subscribe")  # type: ignore[untyped-decorator]  # python-socketio has no hints
     async def subscribe(sid: str, room: str) -> bool:
         # The return value is the ack: the load client waits for it before publishing.
         await sio.enter_room(sid, room)

@@ -152,7 +152,7 @@ class SocketIOPublisher(Publisher):
     """python-socketio's documented external emitter: `AsyncRedisManager(write_only=True)`."""
 
     def __init__(self, redis_url: str) -> None:
-        import socketio  # the peer's own package; only the benchmark needs it
+        import socketio  # type: ignore[import-untyped]  # the peer's package: no type hints
 
         self._manager = socketio.AsyncRedisManager(redis_url, write_only=True)
 
@@ -260,7 +260,7 @@ class SwitchboardPublisher(Publisher):
     def prepare(self, channel: str, data: Any) -> Any:
         """EVALSHA with the arguments `Bus.publish` passes (no history: maxlen 0)."""
         keys = self._bus.keys
-        args = [
+        args: list[bytes | str | int] = [
             keys.channel(channel),
             self._bus.frame_prefix(channel, None),
             self._encode(data),
