@@ -110,8 +110,8 @@ async def measure(
 ) -> Result | str:
     """Run one workload on one system; a failure is reported, not raised.
 
-    A run during which other processes kept the machine busy is repeated up to `retries`
-    times, and the quietest run is kept (its other load is in the JSON either way).
+    A run during which other processes or the hypervisor took the machine's CPUs is repeated up
+    to `retries` times, and the quietest run is kept (its other load is in the JSON either way).
     """
     why_not = target.available()
     if why_not:
@@ -132,7 +132,8 @@ async def measure(
 
 
 def _other_load(result: Result) -> float:
-    return result.metrics.get("other_load_cores", 0.0)
+    """Cores taken from the run by other processes and by the hypervisor."""
+    return result.metrics.get("other_load_cores", 0.0) + result.metrics.get("stolen_cores", 0.0)
 
 
 async def run_once(

@@ -89,12 +89,16 @@ def sample(pid: int) -> ProcSample:
     )
 
 
-def machine_busy_s() -> float:
-    """CPU seconds all cores spent busy since boot (/proc/stat), to spot other load."""
+def machine_cpu_s() -> tuple[float, float]:
+    """CPU seconds since boot, summed over all cores (/proc/stat): (busy, stolen).
+
+    Busy is user + nice + system + irq + softirq; stolen is the time the hypervisor ran
+    something else while this machine's virtual CPUs wanted to run, which slows a run too.
+    """
     with open("/proc/stat", "rb") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields + [0] * (8 - len(fields))
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float, name: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .harness import ProcSample, RedisServer, ServerProcess, machine_busy_s, sample
+from .harness import ProcSample, RedisServer, ServerProcess, machine_cpu_s, sample
 from .targets import BenchClient, Publisher, Target
 from .wsclient import Tally, open_client, source_ip
 
@@ -39,34 +39,45 @@ class Result:
 
 class Meter:
     """CPU time of the server, Redis and this load client between `start()` and `stop()`, and
-    of everything else on the machine (`other_cores`), which makes a run noisy when high."""
+    what else took the machine's CPUs meanwhile: other processes (`other_cores`) and the
+    hypervisor (`stolen_cores`). Either makes a run noisy when high."""
 
     def __init__(self, server: ServerProcess, redis: RedisServer) -> None:
         self.server, self.redis = server, redis
         self._pids = {"server": server.pid, "redis": redis.pid, "client": os.getpid()}
         self._start: dict[str, ProcSample] = {}
-        self._t0 = self._busy0 = 0.0
+        self._t0 = self._busy0 = self._stolen0 = 0.0
         self.cpu_s: dict[str, float] = {}
         self.tick_cpu_s = 0.0
-        self.other_cores = 0.0
+        self.other_cores = self.stolen_cores = 0.0
 
     def start(self) -> None:
         self._start = {name: sample(pid) for name, pid in self._pids.items()}
-        self._t0, self._busy0 = time.monotonic(), machine_busy_s()
+        self._t0 = time.monotonic()
+        self._busy0, self._stolen0 = machine_cpu_s()
 
     def stop(self) -> None:
         end = {name: sample(pid) for name, pid in self._pids.items()}
         self.cpu_s = {name: end[name].cpu_s - self._start[name].cpu_s for name in end}
         self.tick_cpu_s = end["server"].tick_cpu_s - self._start["server"].tick_cpu_s
+        # Same 10 ms clock ticks as /proc/stat; a process's ticks include the softirq time
+        # spent on its own loopback traffic.
         ours = sum(end[name].tick_cpu_s - self._start[name].tick_cpu_s for name in end)
         elapsed = time.monotonic() - self._t0
-        self.other_cores = max(0.0, machine_busy_s() - self._busy0 - ours) / elapsed
+        busy, stolen = machine_cpu_s()
+        self.other_cores = max(0.0, busy - self._busy0 - ours) / elapsed
+        self.stolen_cores = (stolen - self._stolen0) / elapsed
 
     def check(self, result: "Result") -> None:
         result.metrics["other_load_cores"] = self.other_cores
+        result.metrics["stolen_cores"] = self.stolen_cores
         if self.other_cores > OTHER_LOAD_LIMIT:
             result.notes.append(
                 f"other processes used {self.other_cores:.2f} cores during the run: figures noisy"
+            )
+        if self.stolen_cores > OTHER_LOAD_LIMIT:
+            result.notes.append(
+                f"the hypervisor took {self.stolen_cores:.2f} cores (steal time): figures noisy"
             )
 
 
