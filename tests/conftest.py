@@ -44,8 +44,19 @@ class RedisProcess:
     def start(self) -> None:
         for _ in range(3):
             self.proc = subprocess.Popen(
-                [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                 "--appendonly", "no", "--dir", str(self.workdir)],
+                [
+                    self.binary,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
             )
@@ -106,10 +117,16 @@ def gateway_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def make_token() -> Callable[..., str]:
-    """`make_token("alice", scope="publish", ttl=60)`: an HS256 token signed with the suite's key."""
+    """`make_token("alice", scope="publish", ttl=60)`: HS256, signed with the suite's key."""
 
-    def make(sub: str | None = "alice", *, ttl: float | None = 3600, key: str = SECRET,
-             algorithm: str = "HS256", **claims: Any) -> str:
+    def make(
+        sub: str | None = "alice",
+        *,
+        ttl: float | None = 3600,
+        key: str = SECRET,
+        algorithm: str = "HS256",
+        **claims: Any,
+    ) -> str:
         payload: dict[str, Any] = {"iat": int(time.time()), **claims}
         if sub is not None:
             payload["sub"] = sub
@@ -218,11 +235,17 @@ async def gateway_process(
     async def start(**extra: str) -> GatewayProcess:
         port = free_port()
         env = clean_env()
-        env.update(gateway_env(redis_server.url, GATEWAY_PORT=str(port),
-                               GATEWAY_HOST="127.0.0.1", **extra))
-        proc = subprocess.Popen(
+        env.update(
+            gateway_env(redis_server.url, GATEWAY_PORT=str(port), GATEWAY_HOST="127.0.0.1", **extra)
+        )
+        # Popen returns at once (no waiting): the process is polled for readiness below.
+        proc = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, "-m", "services.gateway"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         gp = GatewayProcess(proc, port)
         procs.append(gp)

@@ -102,8 +102,10 @@ class Subscriber:
     async def subscribe(self, channel: bytes, *, timeout_s: float = 5.0) -> None:
         """Subscribe and return once Redis confirmed it: from then on no publication is missed."""
         self._wanted.add(channel)
+        if not self.connected:
+            # Re-subscribed by itself once the link is back; the caller learns now, not later.
+            raise ConnectionResetError("redis pub/sub connection is down")
         async with asyncio.timeout(timeout_s):
-            await self._connected.wait()
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(channel, deque()).append(waiter)
             self._send(b"SUBSCRIBE", channel)
@@ -116,8 +118,9 @@ class Subscriber:
         a publication Redis made before the read may still be in flight here after the reply.
         Redis answers a PING on this connection after everything it queued on it before.
         """
+        if not self.connected:
+            raise ConnectionResetError("redis pub/sub connection is down")
         async with asyncio.timeout(timeout_s):
-            await self._connected.wait()
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._barriers.append(waiter)
             self._send(b"PING", _BARRIER)

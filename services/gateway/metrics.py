@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -13,19 +13,9 @@ if TYPE_CHECKING:
 
 
 class GatewayMetrics:
+    """The gateway's metrics, all read from the node's plain counters when scraped."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.closes = Counter(
-            "switchboard_gateway_closes",
-            "Connections closed, by close code.",
-            ["code"],
-            registry=registry,
-        )
-        self.api_requests = Counter(
-            "switchboard_gateway_api_requests",
-            "Server API calls, by route and status.",
-            ["route", "status"],
-            registry=registry,
-        )
         self._registry = registry
 
     def watch(self, node: "GatewayNode", commands: "Commands") -> None:
@@ -74,6 +64,12 @@ class _Live(Collector):
             "Connections closed because their outbound buffer overflowed.",
             node.slow_consumers,
         )
+        closes = CounterMetricFamily(
+            "switchboard_gateway_closes", "Connections closed, by close code.", labels=["code"]
+        )
+        for code, count in node.close_codes.items():
+            closes.add_metric([str(code)], count)
+        yield closes
         commands = CounterMetricFamily(
             "switchboard_gateway_commands", "Client commands, by op.", labels=["op"]
         )

@@ -70,6 +70,7 @@ class GatewayNode:
         self.by_user: dict[str, set[ClientConnection]] = {}
         self.shutting_down = False
         self.slow_consumers = 0
+        self.close_codes: dict[int, int] = {}  # close code -> count, for /metrics
 
     # -- messages from Redis ---------------------------------------------------------------
 
@@ -169,6 +170,8 @@ class GatewayNode:
     async def detach(self, conn: ClientConnection) -> None:
         """Forget a closed connection everywhere: hub, presence, registry."""
         conn.closing = True
+        code = conn.ws.close_code or 1006  # 1006: the peer vanished without a close frame
+        self.close_codes[code] = self.close_codes.get(code, 0) + 1
         self.connections.pop(conn.id, None)
         users = self.by_user.get(conn.user)
         if users is not None:
