@@ -12,7 +12,9 @@ configuration is a JSON or TOML file named by `SWITCHBOARD_CHANNELS`:
 - `owner`: the channel name is `#<user>` (or `#<user1>,<user2>`), and the user is listed;
 - `claim`: the connection token's `channels` claim lists the channel or a matching pattern;
 - `token`: the client presents a channel token (`sub` = the user, `channel` = the channel)
-  signed with the same key.
+  signed with the same key;
+- `internal`: no client subscribes directly; the gateway subscribes sockets itself (the `room`
+  namespace: after a successful `room.join`).
 """
 
 import fnmatch
@@ -27,7 +29,7 @@ from .errors import PermissionDenied, UnknownChannel
 from .settings import SettingsError
 
 MAX_CHANNEL_LENGTH = 255
-SUBSCRIBE_RULES = frozenset({"any", "owner", "claim", "token"})
+SUBSCRIBE_RULES = frozenset({"any", "owner", "claim", "token", "internal"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,8 @@ DEFAULT_NAMESPACES: dict[str, Namespace] = {
     "user": Namespace(name="user", subscribe=("owner", "claim", "token"), presence=False),
     # Zou's event stream: every authenticated Kitsu user receives the studio's events.
     "zou": Namespace(name="zou", presence=False),
+    # Room pushes (`room:<id>`): the gateway subscribes a socket after its `room.join`.
+    "room": Namespace(name="room", subscribe=("internal",), history_size=0, presence=False),
 }
 
 
@@ -101,6 +105,8 @@ class Namespaces:
     ) -> None:
         """Raise PermissionDenied unless one of the namespace's rules lets `user` in."""
         rules = namespace.subscribe
+        if rules == ("internal",):
+            raise PermissionDenied("permission denied: only the server subscribes here")
         if "any" in rules:
             return
         if "owner" in rules:

@@ -6,7 +6,7 @@ docs/protocol.md.
 """
 
 from enum import IntEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class ErrorCode(IntEnum):
@@ -25,6 +25,7 @@ class ErrorCode(IntEnum):
     NOT_SUBSCRIBED = 110
     TOO_MANY_REQUESTS = 111  # command rate limit
     UNRECOVERABLE_POSITION = 112  # `since` is not covered by history (history op only)
+    CONFLICT = 113  # room update with a stale `version`; the body carries the current ones
 
 
 class ServiceError(Exception):
@@ -38,10 +39,15 @@ class ServiceError(Exception):
         self.message = message or self.code.name.lower().replace("_", " ")
         super().__init__(self.message)
 
+    def details(self) -> dict[str, Any]:
+        """Fields the error body carries besides `code` and `message` (none by default)."""
+        return {}
+
     def to_dict(self) -> dict[str, object]:
         body: dict[str, object] = {"code": int(self.code), "message": self.message}
         if self.temporary:
             body["temporary"] = True
+        body.update(self.details())
         return body
 
 
@@ -108,6 +114,50 @@ class TooManyRequests(ServiceError):
 class UnrecoverablePosition(ServiceError):
     code = ErrorCode.UNRECOVERABLE_POSITION
     http_status = 410
+
+
+class Conflict(ServiceError):
+    """A room update named a version that is no longer current: here are the current ones."""
+
+    code = ErrorCode.CONFLICT
+    http_status = 409
+
+    def __init__(self, message: str = "", *, version: int, state: Any) -> None:
+        super().__init__(message)
+        self.version = version
+        self.state = state
+
+    def details(self) -> dict[str, Any]:
+        return {"version": self.version, "state": self.state}
+
+
+_BY_CODE: dict[int, type[ServiceError]] = {
+    int(cls.code): cls
+    for cls in (
+        InternalError,
+        Unauthorized,
+        UnknownChannel,
+        PermissionDenied,
+        MethodNotFound,
+        AlreadySubscribed,
+        LimitExceeded,
+        BadRequest,
+        NotAvailable,
+        TokenExpired,
+        NotSubscribed,
+        TooManyRequests,
+        UnrecoverablePosition,
+    )
+}
+
+
+def error_from(body: dict[str, Any]) -> ServiceError:
+    """Rebuild an error another service sent as `{"code", "message", ...}`."""
+    code, message = body.get("code"), str(body.get("message", ""))
+    if code == ErrorCode.CONFLICT:
+        return Conflict(message, version=int(body.get("version", 0)), state=body.get("state"))
+    known = _BY_CODE.get(code) if isinstance(code, int) else None
+    return known(message) if known is not None else InternalError(message)
 
 
 class CloseCode(IntEnum):

@@ -14,6 +14,16 @@ in one Redis Cluster slot:
 | `sb:nodes`                    | hash     | gateway id -> JSON stats, refreshed periodically    |
 | `sb:revoked:<jti>`            | string   | a revoked token id, expires with the token          |
 | `sb:events`                   | stream   | every published event with a name, for handlers     |
+| `sb:rooms:cmd`                | stream   | room commands from gateways (consumer group `rooms`)|
+| `sb:rooms`                    | zset     | room id -> when the reaper should look at it (ms)   |
+| `sb:room:{<id>}`              | hash     | `state` (JSON), `version`, `updated` (ms)           |
+| `sb:room:{<id>}:members`      | zset     | connection id -> heartbeat deadline (ms)            |
+| `sb:room:{<id>}:conns`        | hash     | connection id -> user id                            |
+| `sb:room:{<id>}:people`       | zset     | user id -> version of their first join (order)      |
+| `sb:room:{<id>}:done`         | zset     | command entry ids applied (ms), against redelivery  |
+| `sb:reply:<node>`             | pub/sub  | answers to one gateway's room commands              |
+
+services/common/rooms.py documents the room keys and commands.
 """
 
 from collections.abc import AsyncIterator, Callable
@@ -30,13 +40,33 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 class Keys:
     """Builds every Redis key and channel name from the configured prefix."""
 
-    __slots__ = ("control", "events", "nodes", "prefix")
+    __slots__ = ("control", "events", "nodes", "prefix", "rooms", "rooms_cmd")
 
     def __init__(self, prefix: str = "sb") -> None:
         self.prefix = prefix
         self.control = f"{prefix}:control"
         self.nodes = f"{prefix}:nodes"
         self.events = f"{prefix}:events"
+        self.rooms = f"{prefix}:rooms"
+        self.rooms_cmd = f"{prefix}:rooms:cmd"
+
+    def room(self, room: str) -> str:
+        return f"{self.prefix}:room:{{{room}}}"
+
+    def room_members(self, room: str) -> str:
+        return f"{self.prefix}:room:{{{room}}}:members"
+
+    def room_conns(self, room: str) -> str:
+        return f"{self.prefix}:room:{{{room}}}:conns"
+
+    def room_people(self, room: str) -> str:
+        return f"{self.prefix}:room:{{{room}}}:people"
+
+    def room_done(self, room: str) -> str:
+        return f"{self.prefix}:room:{{{room}}}:done"
+
+    def reply(self, node: str) -> str:
+        return f"{self.prefix}:reply:{node}"
 
     def channel(self, channel: str) -> str:
         return f"{self.prefix}:ch:{{{channel}}}"

@@ -34,6 +34,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.
     app.cleanup_ctx.append(supervised("presence-refresh", lambda a: a[node_key].refresh_presence()))
     app.cleanup_ctx.append(supervised("node-report", lambda a: a[node_key].report()))
     app.cleanup_ctx.append(supervised("sweep", lambda a: a[node_key].sweep()))
+    app.cleanup_ctx.append(supervised("room-heartbeat", lambda a: a[node_key].renew_rooms()))
     app.on_shutdown.append(_close_connections)
 
     app.add_routes(routes)

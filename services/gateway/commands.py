@@ -32,6 +32,7 @@ from services.common.errors import (
 
 from .connection import ClientConnection
 from .node import GatewayNode, TokenRevoked
+from .rooms import RoomCommands
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Commands:
         self.node = node
         self.namespaces: Namespaces = node.settings.namespaces
         self.counts: dict[str, int] = {}
+        rooms = RoomCommands(node, self.namespaces)
         self._ops: dict[str, Handler] = {
             "connect": self.connect,
             "refresh": self.refresh,
@@ -53,6 +55,10 @@ class Commands:
             "history": self.history,
             "presence": self.presence,
             "ping": self.ping,
+            "room.join": rooms.join,
+            "room.leave": rooms.leave,
+            "room.get": rooms.get,
+            "room.update": rooms.update,
         }
 
     async def handle_frame(self, conn: ClientConnection, text: str) -> None:
@@ -91,7 +97,7 @@ class Commands:
             self.counts[op] = self.counts.get(op, 0) + 1
             await handler(conn, command)
         except ServiceError as exc:
-            conn.error(cmd_id, int(exc.code), exc.message)
+            conn.error(cmd_id, int(exc.code), exc.message, **exc.details())
         except RedisError:
             log.warning("redis unavailable during a command", extra={"op": op, "conn": conn.id})
             conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")

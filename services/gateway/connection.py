@@ -58,6 +58,7 @@ class ClientConnection:
         "out",
         "outbox",
         "rejected",
+        "rooms",
         "subscriptions",
         "transport",
         "ws",
@@ -83,6 +84,7 @@ class ClientConnection:
         self.claims: Claims | None = None
         self.name = ""
         self.subscriptions: dict[str, Namespace] = {}
+        self.rooms: set[str] = set()  # room ids joined (their channels are not subscriptions)
         # Read by the node's sweep: no timer per connection (each costs memory and a heap entry).
         self.opened_at = self.last_seen = asyncio.get_running_loop().time()
 
@@ -102,8 +104,8 @@ class ClientConnection:
         """Reply with an already-encoded result (history read without re-encoding)."""
         self.send(b'{"id":' + _dumps(cmd_id) + b',"result":' + result_json + b"}")
 
-    def error(self, cmd_id: Any, code: int, message: str) -> None:
-        body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    def error(self, cmd_id: Any, code: int, message: str, **details: Any) -> None:
+        body: dict[str, Any] = {"error": {"code": code, "message": message, **details}}
         if cmd_id is not None:
             body = {"id": cmd_id, **body}
         self.send(_dumps(body))

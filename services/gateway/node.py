@@ -30,10 +30,12 @@ from services.common.errors import (
 )
 from services.common.pubsub import Subscriber
 from services.common.redis import Keys
+from services.common.rooms import room_channel
 
 from .connection import ClientConnection
 from .hub import Hub, Outbox, Peer
 from .presence import Presence
+from .rooms import RoomLink, leave_all, members_by_room
 from .settings import GatewaySettings
 from .wire import PING_FRAME
 
@@ -58,13 +60,15 @@ class GatewayNode:
         self.revocations = RevocationList(redis, keys, zou_redis=zou_redis)
         self.outbox = Outbox(self._on_overflow)
         self._control = keys.control.encode()
+        self._replies = keys.reply(self.id).encode()
+        self.rooms = RoomLink(redis, keys, self.id, settings.rooms)
         self.subscriber = Subscriber(
             settings.redis.url,
             self._on_message,
             on_reconnect=self._on_reconnect,
             connect_timeout_s=settings.redis.connect_timeout_s,
         )
-        self.subscriber.add([self._control])
+        self.subscriber.add([self._control, self._replies])
         self.hub = Hub(self.outbox, self.subscriber, self.bus, self._on_lost)
         self.connections: dict[str, ClientConnection] = {}
         self.by_user: dict[str, set[ClientConnection]] = {}
@@ -77,6 +81,8 @@ class GatewayNode:
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel == self._control:
             self._on_control(data)
+        elif channel == self._replies:
+            self.rooms.on_reply(data)
         else:
             self.hub.dispatch(channel, data)
 
@@ -95,6 +101,12 @@ class GatewayNode:
             for conn in list(self.connections.values()):
                 if conn.claims is not None and conn.claims.jti == jti:
                     conn.close(CloseCode.TOKEN_REVOKED, "token revoked")
+        elif op == "room.deleted":
+            room = command.get("room")
+            for conn in list(self.connections.values()):
+                if room in conn.rooms:
+                    conn.rooms.discard(room)
+                    self.hub.leave(room_channel(room), conn)
 
     async def broadcast_control(self, command: dict[str, Any]) -> None:
         await self.redis.publish(self.keys.control, json.dumps(command))
@@ -181,6 +193,11 @@ class GatewayNode:
         subscriptions, conn.subscriptions = conn.subscriptions, {}
         for channel in subscriptions:
             self.hub.leave(channel, conn)
+        rooms, conn.rooms = conn.rooms, set()
+        for room in rooms:
+            self.hub.leave(room_channel(room), conn)
+        if rooms:
+            await leave_all(self.rooms, conn, rooms)
         try:
             for channel, namespace in subscriptions.items():
                 if namespace.presence:
@@ -243,6 +260,12 @@ class GatewayNode:
             await self.presence.refresh(entries)
             shortest = min((ns.presence_ttl_s for ns in self.settings.namespaces), default=60.0)
             await asyncio.sleep(shortest / 3)
+
+    async def renew_rooms(self) -> None:
+        """Keep this node's room members alive; runs until cancelled (supervised)."""
+        while True:
+            await self.rooms.renew(members_by_room(list(self.connections.values())))
+            await asyncio.sleep(self.settings.rooms.heartbeat_s)
 
     # -- cluster statistics --------------------------------------------------------------
 

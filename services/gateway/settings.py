@@ -9,6 +9,7 @@ from services.common.settings import (
     Env,
     JwtSettings,
     RedisSettings,
+    SettingsError,
     parse_bool,
     parse_port,
     positive,
@@ -43,6 +44,30 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomLinkSettings:
+    """How the gateway talks to the rooms service (`room.*` ops)."""
+
+    timeout_s: float = 5.0  # a room command unanswered this long gets error 108
+    heartbeat_s: float = 3.0  # how often this gateway renews its members' deadlines
+    member_ttl_s: float = 10.0  # a member not renewed this long is removed (gateway died)
+    max_rooms: int = 32  # rooms one connection may be in (error 106)
+
+    @classmethod
+    def from_env(cls, env: Env) -> "RoomLinkSettings":
+        settings = cls(
+            timeout_s=env.get("GATEWAY_ROOM_TIMEOUT_S", positive(float), 5.0),
+            heartbeat_s=env.get("GATEWAY_ROOM_HEARTBEAT_S", positive(float), 3.0),
+            member_ttl_s=env.get("GATEWAY_ROOM_MEMBER_TTL_S", positive(float), 10.0),
+            max_rooms=env.get("GATEWAY_MAX_ROOMS", positive(int), 32),
+        )
+        if settings.member_ttl_s < 2 * settings.heartbeat_s:
+            raise SettingsError(
+                "GATEWAY_ROOM_MEMBER_TTL_S is invalid: use at least twice GATEWAY_ROOM_HEARTBEAT_S"
+            )
+        return settings
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     host: str
     port: int
@@ -55,6 +80,7 @@ class GatewaySettings:
     node_report_s: float
     log_level: str
     log_json: bool
+    rooms: RoomLinkSettings = RoomLinkSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "GatewaySettings":
@@ -74,4 +100,5 @@ class GatewaySettings:
             node_report_s=env.get("GATEWAY_NODE_REPORT_S", positive(float), 2.0),
             log_level=env.get("LOG_LEVEL", str, "INFO"),
             log_json=env.get("LOG_JSON", parse_bool, True),
+            rooms=RoomLinkSettings.from_env(env),
         )

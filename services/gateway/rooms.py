@@ -1,0 +1,218 @@
+"""The native `room.*` ops, and the gateway's link to the rooms service.
+
+A command goes out on the stream `sb:rooms:cmd`; its answer comes back on this node's reply
+channel (`sb:reply:<node id>`, subscribed for good by the node), matched by request id. A socket
+that joined a room is subscribed to the channel `room:<id>` through the hub, so it receives the
+room's pushes like any other channel's. The node renews the heartbeat deadlines of its members
+in one pipeline every few seconds; see services/common/rooms.py for the whole contract.
+"""
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.common.bus import Position
+from services.common.channels import Namespaces
+from services.common.errors import (
+    AlreadySubscribed,
+    BadRequest,
+    LimitExceeded,
+    NotAvailable,
+    NotSubscribed,
+    error_from,
+)
+from services.common.redis import Keys
+from services.common.rooms import (
+    STREAM_MAXLEN,
+    RoomCommand,
+    check_object,
+    check_room,
+    check_version,
+    room_channel,
+)
+
+from .connection import ClientConnection
+from .settings import RoomLinkSettings
+
+if TYPE_CHECKING:
+    from .node import GatewayNode
+
+log = logging.getLogger(__name__)
+
+Command = dict[str, Any]
+
+
+class RoomLink:
+    """Sends room commands and resolves each with the reply the rooms service publishes."""
+
+    def __init__(self, redis: Redis, keys: Keys, node_id: str, settings: RoomLinkSettings) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.node_id = node_id
+        self.settings = settings
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+
+    def command(self, op: str, room: str, conn: ClientConnection, **fields: Any) -> RoomCommand:
+        return RoomCommand(
+            op=op,
+            room=room,
+            conn=conn.id,
+            user=conn.user,
+            gw=self.node_id,
+            ttl_ms=int(self.settings.member_ttl_s * 1000),
+            **fields,
+        )
+
+    async def call(self, command: RoomCommand) -> dict[str, Any]:
+        """Send `command`, return its result; raise the error the rooms service answered."""
+        req = str(next(self._ids))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req] = future
+        try:
+            await self._send([replace(command, req=req)])
+            async with asyncio.timeout(self.settings.timeout_s):
+                reply = await future
+        except TimeoutError:
+            raise NotAvailable("the rooms service did not answer in time") from None
+        finally:
+            self._pending.pop(req, None)
+        if "error" in reply:
+            raise error_from(reply["error"])
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    async def send(self, commands: list[RoomCommand]) -> None:
+        """Send commands nobody waits for (the leaves of a closed socket)."""
+        if commands:
+            await self._send(commands)
+
+    async def _send(self, commands: list[RoomCommand]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.xadd(
+                    self._keys.rooms_cmd,
+                    {"c": command.encode()},
+                    maxlen=STREAM_MAXLEN,
+                    approximate=True,
+                )
+            await pipe.execute()
+
+    def on_reply(self, data: bytes) -> None:
+        """Subscriber callback for this node's reply channel."""
+        try:
+            reply = json.loads(data)
+            future = self._pending.get(reply["req"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed room reply ignored")
+            return
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def renew(self, members: dict[str, list[str]]) -> None:
+        """Push the heartbeat deadline of every member of this node, in one round trip."""
+        if not members:
+            return
+        deadline = int((time.time() + self.settings.member_ttl_s) * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room, conns in members.items():
+                # XX: a member the rooms service removed (reaped, room deleted) stays removed.
+                pipe.zadd(self._keys.room_members(room), dict.fromkeys(conns, deadline), xx=True)
+            await pipe.execute()
+
+
+class RoomCommands:
+    """`room.join`, `room.leave`, `room.get`, `room.update` for the native protocol."""
+
+    def __init__(self, node: "GatewayNode", namespaces: Namespaces) -> None:
+        self.node = node
+        self.link = node.rooms
+        self.namespaces = namespaces
+
+    async def join(self, conn: ClientConnection, cmd: Command) -> None:
+        room = check_room(cmd.get("room"))
+        state = cmd.get("state")
+        if state is not None:
+            check_object(state, "state")
+        if room in conn.rooms:
+            raise AlreadySubscribed(f"already in room {room!r}")
+        if len(conn.rooms) >= self.link.settings.max_rooms:
+            raise LimitExceeded("too many rooms on this connection")
+        channel = room_channel(room)
+        namespace = self.namespaces.of(channel)
+        hub = self.node.hub
+        # Subscribed before the command is sent: no push of a version after the join is missed.
+        conn.rooms.add(room)
+        try:
+            try:
+                await hub.join(channel, conn, namespace)
+            except (OSError, TimeoutError) as exc:  # the pub/sub link, not a command
+                raise NotAvailable("temporarily unavailable") from exc
+            if namespace.has_history:  # a configuration gave the namespace history
+                hub.go_live(channel, conn, Position("", ""))
+            info = self.node.presence_info(conn)
+            result = await self.link.call(
+                self.link.command("join", room, conn, state=state, info=info)
+            )
+        except BaseException:
+            conn.rooms.discard(room)
+            hub.leave(channel, conn)
+            raise
+        conn.reply(cmd.get("id"), result)
+
+    async def leave(self, conn: ClientConnection, cmd: Command) -> None:
+        room = check_room(cmd.get("room"))
+        if room not in conn.rooms:
+            raise NotSubscribed(f"not in room {room!r}")
+        self._forget(conn, room)
+        conn.reply(cmd.get("id"), await self.link.call(self.link.command("leave", room, conn)))
+
+    async def get(self, conn: ClientConnection, cmd: Command) -> None:
+        room = check_room(cmd.get("room"))
+        conn.reply(cmd.get("id"), await self.link.call(self.link.command("get", room, conn)))
+
+    async def update(self, conn: ClientConnection, cmd: Command) -> None:
+        room = check_room(cmd.get("room"))
+        if "patch" not in cmd:
+            raise BadRequest("patch is required")
+        patch = check_object(cmd["patch"], "patch (a JSON merge patch)")
+        version = check_version(cmd.get("version"))
+        if room not in conn.rooms:
+            raise NotSubscribed(f"not in room {room!r}: join it first")
+        command = self.link.command("update", room, conn, patch=patch, version=version)
+        try:
+            result = await self.link.call(command)
+        except NotSubscribed:
+            # The rooms service no longer counts this socket in (reaped, room deleted):
+            # forget the room here too, so that a new `room.join` works.
+            self._forget(conn, room)
+            raise
+        conn.reply(cmd.get("id"), result)
+
+    def _forget(self, conn: ClientConnection, room: str) -> None:
+        conn.rooms.discard(room)
+        self.node.hub.leave(room_channel(room), conn)
+
+
+def members_by_room(conns: Iterable[ClientConnection]) -> dict[str, list[str]]:
+    members: dict[str, list[str]] = {}
+    for conn in conns:
+        for room in conn.rooms:
+            members.setdefault(room, []).append(conn.id)
+    return members
+
+
+async def leave_all(link: RoomLink, conn: ClientConnection, rooms: set[str]) -> None:
+    """The leaves of a closed socket; if they are lost, the reaper removes it soon anyway."""
+    try:
+        await link.send([link.command("leave", room, conn) for room in rooms])
+    except RedisError:
+        log.warning("room leaves not sent; the rooms service reaps them", extra={"conn": conn.id})

@@ -1,0 +1,1 @@
+"""The rooms service: authoritative room state and membership, applied from room commands."""

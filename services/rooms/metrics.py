@@ -1,0 +1,38 @@
+"""The rooms service's Prometheus metrics (no room ids as labels)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class RoomsMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.commands = Counter(
+            "switchboard_rooms_commands",
+            "Room commands handled, by op and outcome.",
+            ["op", "outcome"],
+            registry=registry,
+        )
+        self.apply_seconds = Histogram(
+            "switchboard_rooms_apply_seconds",
+            "Time to apply one room command, reply included.",
+            ["op"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=registry,
+        )
+        self.reaped = Counter(
+            "switchboard_rooms_members_reaped",
+            "Members removed because their gateway stopped renewing them.",
+            registry=registry,
+        )
+        self.rooms = Gauge("switchboard_rooms_rooms", "Rooms in Redis.", registry=registry)
+        self.members = Gauge(
+            "switchboard_rooms_members", "Members across all rooms.", registry=registry
+        )
+        self.lag = Gauge(
+            "switchboard_rooms_consumer_lag",
+            "Room commands not yet delivered to any replica.",
+            registry=registry,
+        )
+
+    def observe(self, op: str, outcome: str, seconds: float) -> None:
+        self.commands.labels(op, outcome).inc()
+        self.apply_seconds.labels(op).observe(seconds)

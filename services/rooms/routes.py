@@ -1,0 +1,82 @@
+"""Operator REST views (admin scope): list, read and delete rooms."""
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from services.common.errors import (
+    BadRequest,
+    ErrorCode,
+    NotAvailable,
+    PermissionDenied,
+    ServiceError,
+    Unauthorized,
+)
+from services.common.rooms import check_room
+from services.common.web import json_errors
+
+from .keys import revocations_key, store_key, verifier_key
+
+routes = web.RouteTableDef()
+MAX_LIST = 10_000
+
+
+class RoomNotFound(ServiceError):
+    code = ErrorCode.UNKNOWN_CHANNEL
+    http_status = 404
+
+
+async def _require_admin(request: web.Request) -> None:
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not token:
+        raise Unauthorized("Authorization: Bearer <token> required")
+    claims = request.app[verifier_key].verify(token)
+    try:
+        revoked = await request.app[revocations_key].is_revoked(claims.jti)
+    except RedisError as exc:
+        raise NotAvailable("token revocation list unreachable") from exc
+    if revoked:
+        raise Unauthorized("token revoked")
+    if "admin" not in claims.scopes:
+        raise PermissionDenied("token scope must include admin")
+
+
+def _room(request: web.Request) -> str:
+    return check_room(request.match_info["room"])
+
+
+@routes.get("/rooms")
+@json_errors
+async def list_rooms(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    try:
+        limit = int(request.query.get("limit", "1000"))
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    if not 0 < limit <= MAX_LIST:
+        raise BadRequest(f"limit must be 1-{MAX_LIST}")
+    store = request.app[store_key]
+    rooms = await store.list_rooms(limit)
+    return web.json_response({"rooms": rooms, "total": await store.count()})
+
+
+@routes.get("/rooms/{room}")
+@json_errors
+async def get_room(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    room = _room(request)
+    found = await request.app[store_key].describe(room)
+    if found is None:
+        raise RoomNotFound(f"no room {room!r}")
+    return web.json_response(found)
+
+
+@routes.delete("/rooms/{room}")
+@json_errors
+async def delete_room(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    room = _room(request)
+    version = await request.app[store_key].delete(room)
+    if version is None:
+        raise RoomNotFound(f"no room {room!r}")
+    return web.json_response({"room": room, "version": version, "deleted": True})

@@ -1,0 +1,231 @@
+"""The command consumer: reads `sb:rooms:cmd` through the group `rooms` and applies each entry.
+
+Several replicas share the group. A batch is split by room: the commands of one room are applied
+one after another, in stream order, different rooms concurrently. An entry is acked once its
+command was applied (or refused with an error reply); one whose application failed on Redis
+stays pending and is claimed again with XAUTOCLAIM once idle for `claim_idle_ms`, by whichever
+replica is alive. A replica restarted under the same consumer name first re-reads its own
+pending entries. Redelivery is harmless: each change records its entry id (see store.py).
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from services.common.errors import InternalError, ServiceError
+from services.common.redis import Keys
+from services.common.rooms import RoomCommand, dumps, reply_to
+
+from .store import Outcome, RoomStore
+
+log = logging.getLogger(__name__)
+
+GROUP = "rooms"
+Entry = tuple[str, dict[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    consumer: str
+    batch: int
+    block_ms: int
+    claim_idle_ms: int
+
+
+class CommandConsumer:
+    """Applies room commands from the stream; `run_once()` handles at most one batch."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        store: RoomStore,
+        settings: ConsumerSettings,
+        *,
+        observe: Callable[[str, str, float], None] = lambda op, outcome, seconds: None,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._store = store
+        self._settings = settings
+        self._observe = observe
+        self._stopping = False
+        self._running = False
+        self._stopped = asyncio.Event()
+        self._next_claim = 0.0
+        self.ready = False
+        self.applied = 0  # entries settled (applied or refused) and acked
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._keys.rooms_cmd, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self) -> None:
+        """Consume until `stop()`; then park until cancelled (`supervised` restarts a return)."""
+        if self._stopping:
+            await asyncio.Future()
+        self._running = True
+        try:
+            await self.ensure_group()
+            # Ours from a previous life (same consumer name): they come before anything new.
+            after = "0"
+            while not self._stopping and (after := await self._read(after)):
+                pass
+            self.ready = True
+            while not self._stopping:
+                await self.run_once()
+        finally:
+            self.ready = False
+            self._running = False
+            self._stopped.set()
+        await asyncio.Future()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Take no new entry; wait for the batch in hand to be applied and acked."""
+        self._stopping = True
+        if self._running:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._stopped.wait()
+            except TimeoutError:
+                log.warning("consumer did not stop in time; cancelling it")
+
+    async def run_once(self) -> int:
+        """Claim idle entries (now and then), then apply one batch of new ones."""
+        before = self.applied
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_claim:
+            self._next_claim = loop.time() + self._settings.claim_idle_ms / 2000
+            await self._claim()
+        await self._read(">")
+        return self.applied - before
+
+    async def _read(self, start: str) -> str:
+        """Apply the entries read after `start` (">" = new ones); the last id read, or ""."""
+        settings = self._settings
+        reply = await self._redis.xreadgroup(
+            GROUP,
+            settings.consumer,
+            {self._keys.rooms_cmd: start},
+            count=settings.batch,
+            block=settings.block_ms if start == ">" else None,
+        )
+        read = [(eid.decode(), fields) for _, found in _streams(reply) for eid, fields in found]
+        # An entry trimmed from the stream while pending has no fields left: nothing to apply.
+        await self.apply([(eid, fields) for eid, fields in read if fields])
+        return read[-1][0] if read else ""
+
+    async def _claim(self) -> None:
+        """Take over entries another consumer left pending (it died) for longer than allowed."""
+        settings = self._settings
+        reply = await self._redis.xautoclaim(
+            self._keys.rooms_cmd,
+            GROUP,
+            settings.consumer,
+            settings.claim_idle_ms,
+            start_id="0-0",
+            count=settings.batch,
+        )
+        entries = [(eid.decode(), fields) for eid, fields in reply[1] if fields]
+        if entries:
+            log.warning("claimed idle room commands", extra={"count": len(entries)})
+        await self.apply(entries)
+
+    async def apply(self, entries: list[Entry]) -> None:
+        """Apply a batch: in order within a room, rooms concurrently; ack what was settled."""
+        by_room: dict[str, list[tuple[str, RoomCommand | None, bytes]]] = {}
+        for entry_id, fields in entries:
+            raw = fields.get(b"c", b"")
+            try:
+                cmd: RoomCommand | None = RoomCommand.decode(raw)
+            except ServiceError as exc:
+                await self._refuse(raw, exc)
+                cmd = None
+            room = cmd.room if cmd is not None else ""
+            by_room.setdefault(room, []).append((entry_id, cmd, raw))
+        settled = await asyncio.gather(*(self._apply_room(items) for items in by_room.values()))
+        acks = [entry_id for ids in settled for entry_id in ids]
+        if acks:
+            await self._redis.xack(self._keys.rooms_cmd, GROUP, *acks)
+            self.applied += len(acks)
+
+    async def _apply_room(self, items: list[tuple[str, RoomCommand | None, bytes]]) -> list[str]:
+        settled: list[str] = []
+        for entry_id, cmd, _ in items:
+            if cmd is None:
+                settled.append(entry_id)
+                continue
+            try:
+                await self._apply_one(cmd, entry_id)
+            except RedisError as exc:
+                # Left pending: claimed again once idle; the rest of this room waits with it.
+                log.warning(
+                    "room command not applied", extra={"room": cmd.room, "error": repr(exc)}
+                )
+                break
+            settled.append(entry_id)
+        return settled
+
+    async def _apply_one(self, cmd: RoomCommand, entry_id: str) -> None:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self._dispatch(cmd, entry_id)
+            outcome = "duplicate" if result.duplicate else "ok" if result.changed else "unchanged"
+        except ServiceError as exc:
+            outcome = exc.code.name.lower()
+            await self._store.reply(cmd, {"error": exc.to_dict()})
+        except RedisError:
+            raise
+        except Exception:  # the per-entry boundary: a bug must not stop the consumer
+            log.exception("room command failed", extra={"room": cmd.room, "op": cmd.op})
+            await self._store.reply(cmd, {"error": InternalError().to_dict()})
+        finally:
+            self._observe(cmd.op, outcome, time.perf_counter() - started)
+
+    def _dispatch(self, cmd: RoomCommand, entry_id: str) -> Awaitable[Outcome]:
+        now_ms = int(time.time() * 1000)
+        store = self._store
+        if cmd.op == "join":
+            return store.join(cmd, entry_id, now_ms)
+        if cmd.op == "leave":
+            return store.leave(cmd, entry_id, now_ms)
+        if cmd.op == "update":
+            return store.update(cmd, entry_id, now_ms)
+        return store.get(cmd)
+
+    async def _refuse(self, raw: bytes, exc: ServiceError) -> None:
+        gw, req = reply_to(raw)
+        if gw and req:
+            await self._redis.publish(
+                self._keys.reply(gw), dumps({"req": req, "error": exc.to_dict()})
+            )
+
+    async def lag(self) -> int | None:
+        """Entries not yet delivered to the group (Redis 7), None when unknown."""
+        groups: list[Any] = await self._redis.xinfo_groups(self._keys.rooms_cmd)
+        for group in groups:
+            name = group.get("name", group.get(b"name"))
+            if name in (GROUP, GROUP.encode()):
+                lag = group.get("lag", group.get(b"lag"))
+                return int(lag) if lag is not None else None
+        return None
+
+
+def _streams(reply: Any) -> list[tuple[Any, list[Any]]]:
+    """XREADGROUP's reply: in RESP3 redis-py gives {stream: [entries]}, in RESP2 [[stream,
+    entries]]."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [(name, value[0] if value else []) for name, value in reply.items()]
+    return [(name, entries) for name, entries in reply]

@@ -1,0 +1,134 @@
+"""Fixtures for the rooms service: in-process apps and real processes, beside the gateways."""
+
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from services.rooms.app import create_app
+from services.rooms.settings import RoomsSettings
+from tests.conftest import REPO, RedisProcess, gateway_env
+from tests.helpers import clean_env, free_port, wait_until
+
+
+@dataclass
+class Rooms:
+    """An in-process rooms service served on a real port."""
+
+    http: TestClient
+    make_token: Callable[..., str]
+
+    @property
+    def app(self) -> Any:
+        return self.http.app
+
+    async def api(self, method: str, path: str, *, scope: str | None = "admin") -> Any:
+        headers = {}
+        if scope is not None:
+            headers["Authorization"] = f"Bearer {self.make_token('operator', scope=scope)}"
+        url = self.http.make_url(path)
+        async with self.http.session.request(method, url, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def start_rooms(
+    redis: Redis, redis_server: RedisProcess, make_token: Callable[..., str]
+) -> AsyncIterator[Callable[..., Any]]:
+    """`await start_rooms(ROOMS_MAX="2")`: a rooms app with these settings, on the suite's Redis."""
+    started: list[TestClient] = []
+
+    async def start(**env: str) -> Rooms:
+        env.setdefault("ROOMS_CONSUMER", f"test-{len(started)}")
+        settings = RoomsSettings.from_env(gateway_env(redis_server.url, **env))
+        client = TestClient(TestServer(create_app(settings, redis=redis)))
+        await client.start_server()
+        started.append(client)
+
+        async def ready() -> bool:
+            async with client.session.get(client.make_url("/readyz")) as resp:
+                return resp.status == 200
+
+        await wait_until(ready, what="rooms ready")
+        return Rooms(client, make_token)
+
+    yield start
+    for client in reversed(started):
+        await client.close()
+
+
+@pytest.fixture
+async def rooms(start_rooms: Callable[..., Any]) -> Rooms:
+    return await start_rooms()  # type: ignore[no-any-return]
+
+
+@dataclass
+class RoomsProcess:
+    """`python -m services.rooms` as its own process."""
+
+    proc: subprocess.Popen[str]
+    port: int
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+async def rooms_process(
+    redis: Redis, redis_server: RedisProcess
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start real rooms processes; they are stopped after the test."""
+    procs: list[RoomsProcess] = []
+
+    async def start(*, port: int | None = None, **extra: str) -> RoomsProcess:
+        port = port or free_port()
+        env = clean_env()
+        env = {k: v for k, v in env.items() if not k.startswith("ROOMS_")}
+        env.update(
+            gateway_env(redis_server.url, ROOMS_PORT=str(port), ROOMS_HOST="127.0.0.1", **extra)
+        )
+        # Popen returns at once (no waiting): the process is polled for readiness below.
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "services.rooms"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        rp = RoomsProcess(proc, port)
+        procs.append(rp)
+
+        async def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"rooms exited: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                async with aiohttp.ClientSession() as s, s.get(rp.url("/readyz")) as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(ready, timeout_s=15, what="rooms process ready")
+        return rp
+
+    yield start
+    for rp in procs:
+        if rp.proc.poll() is None:
+            rp.proc.kill()
+        rp.proc.wait()
+        if rp.proc.stdout:
+            rp.proc.stdout.close()
