@@ -29,8 +29,19 @@ WORKLOAD_TITLES = {
     "busy": "1 channel x 1,000 subscribers",
     "channels": "1,000 channels x 1 subscriber",
     "latency": "latency, 100 subs x 100 pub/s",
-    "idle": "10,000 idle connections",
+    "idle": "{connections:,} idle connections",
 }
+
+
+def title(results: Results, workload: str) -> str:
+    """The workload's name, with the connection count it actually ran with."""
+    counts = [
+        int(r.metrics.get("connections", 0))
+        for r in results.get(workload, {}).values()
+        if isinstance(r, Result)
+    ]
+    return WORKLOAD_TITLES[workload].format(connections=max(counts, default=10_000))
+
 
 ROWS = [
     Row("busy", "deliveries_per_s", "deliveries/s (higher is better)", True, 0),
@@ -90,7 +101,7 @@ def table(results: Results, systems: list[str], labels: dict[str, str]) -> str:
         if row.workload not in results:
             continue
         cells = [value(results[row.workload].get(s), row.metric) for s in systems]
-        line = [WORKLOAD_TITLES[row.workload], row.label, *(fmt(c, row.digits) for c in cells)]
+        line = [title(results, row.workload), row.label, *(fmt(c, row.digits) for c in cells)]
         if len(systems) == 2:
             a, b = cells
             line.append(ratio(a, b))
@@ -112,7 +123,7 @@ def notes(results: Results, labels: dict[str, str]) -> list[str]:
     lines = []
     for workload, by_system in results.items():
         for system, result in by_system.items():
-            where = f"{WORKLOAD_TITLES[workload]}, {labels[system]}"
+            where = f"{title(results, workload)}, {labels[system]}"
             if isinstance(result, str):
                 lines.append(f"{where}: not measured: {result}")
             else:
