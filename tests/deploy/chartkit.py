@@ -213,10 +213,14 @@ def env_names_read() -> set[str]:
     for path in SERVICES.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Call) and _reads_env(node):
-                for arg in node.args:
-                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                        if re.fullmatch(r"[A-Z][A-Z0-9_]+", arg.value):
-                            names.add(arg.value)
+                # the first string argument is the name; a later one is a default value
+                strings = [
+                    arg.value
+                    for arg in node.args
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+                ]
+                if strings and re.fullmatch(r"[A-Z][A-Z0-9_]+", strings[0]):
+                    names.add(strings[0])
     return names
 
 

@@ -1,0 +1,157 @@
+"""STYLE §3.15's chart-env check: every env var the chart sets is one the services read (some
+`from_env`), and the values the chart renders are ones the services' settings accept."""
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.deploy.chartkit import (
+    CHART,
+    COMPONENTS,
+    SERVICES,
+    VALUE_SETS,
+    by_kind,
+    container_env,
+    deployments,
+    env_names_read,
+    one,
+    render,
+)
+
+# Set by the chart for the process, not read as settings: the root filesystem is read-only and
+# /tmp is the pod's emptyDir.
+PROCESS_ENV = {"HOME", "TMPDIR"}
+
+# Names the chart sets for components whose service is not written yet. Each is allowed only
+# while services/<component>/ is absent: once the service lands, its from_env must read them.
+PENDING_ENV = {
+    "streams": {"STREAMS_HOST", "STREAMS_PORT", "STREAMS_SHUTDOWN_TIMEOUT_S"},
+    "handlers": {
+        "HANDLERS_HOST",
+        "HANDLERS_PORT",
+        "HANDLERS_SHUTDOWN_TIMEOUT_S",
+        "EVENT_HANDLERS_FOLDER",
+        "HANDLERS_TASKS_FOLDER",
+    },
+}
+
+
+def service_exists(component: str) -> bool:
+    return (SERVICES / component / "__main__.py").is_file()
+
+
+def test_the_scan_finds_what_the_services_read() -> None:
+    names = env_names_read()
+    assert {"GATEWAY_PORT", "REDIS_URL", "SECRET_KEY", "KV_PASSWORD", "LOG_JSON"} <= names
+    assert {"JWT_PUBLIC_KEY_FILE", "SWITCHBOARD_CHANNELS"} <= names
+    assert "INFO" not in names  # a default value is not a name
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_every_env_name_the_chart_sets_is_read_by_a_service(name: str, tmp_path: Path) -> None:
+    docs = render(VALUE_SETS[name], tmp_path)
+    read = env_names_read()
+    for component, deployment in deployments(docs).items():
+        allowed = read | PROCESS_ENV
+        if not service_exists(component):
+            allowed |= PENDING_ENV[component]
+        extra = set(VALUE_SETS[name].get(component, {}).get("extraEnv", {}))
+        unknown = set(container_env(docs, deployment)) - allowed - extra
+        assert not unknown, f"{component}: the chart sets {sorted(unknown)}, no service reads them"
+
+
+def test_pending_names_are_dropped_once_the_service_exists() -> None:
+    read = env_names_read()
+    for component, names in PENDING_ENV.items():
+        if service_exists(component):
+            assert names <= read, f"services/{component} reads none of {sorted(names - read)}"
+
+
+def test_components_default_on_only_when_their_service_exists() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for component in COMPONENTS:
+        if values[component]["enabled"]:
+            assert service_exists(component), f"{component} is enabled but not written"
+    assert values["gateway"]["enabled"] and values["rooms"]["enabled"]
+    assert not values["streams"]["enabled"] and not values["handlers"]["enabled"]
+
+
+def _pem_keys(tmp_path: Path) -> dict[str, str]:
+    """The mounted key files of the public-keys value set, as files of the test's own."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "public.pem").write_bytes(public)
+    (tmp_path / "private.pem").write_bytes(pem)
+    return {
+        "/etc/switchboard/jwt/public.pem": str(tmp_path / "public.pem"),
+        "/etc/switchboard/jwt/private.pem": str(tmp_path / "private.pem"),
+    }
+
+
+def environment(docs: list[dict[str, Any]], component: str, tmp_path: Path) -> dict[str, str]:
+    """The container's environment as the pod would see it, with test stand-ins for Secrets and
+    mounted files."""
+    env: dict[str, str] = {}
+    files = _pem_keys(tmp_path)
+    channels = [
+        c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-channels")
+    ]
+    for config in channels:
+        for key, text in config["data"].items():
+            (tmp_path / key).write_text(text)
+            files[f"/etc/switchboard/channels/{key}"] = str(tmp_path / key)
+    secrets = {
+        "SECRET_KEY": "k" * 48,
+        "KV_PASSWORD": "p@ss/word",
+        "REDIS_URL": "redis://:secret@redis.example:6379/0",
+    }
+    for name, value in container_env(docs, deployments(docs)[component]).items():
+        if isinstance(value, dict):
+            env[name] = secrets[name]
+        else:
+            env[name] = files.get(value, value)
+    return env
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_the_services_accept_the_rendered_settings(name: str, tmp_path: Path) -> None:
+    docs = render(VALUE_SETS[name], tmp_path)
+    checked = 0
+    for component in deployments(docs):
+        if not service_exists(component):
+            continue
+        module = importlib.import_module(f"services.{component}.settings")
+        factory = getattr(module, f"{component.capitalize()}Settings")
+        settings = factory.from_env(environment(docs, component, tmp_path))
+        assert settings.host == "0.0.0.0"
+        assert settings.shutdown_timeout_s == 20
+        checked += 1
+    assert checked
+
+
+def test_rendered_gateway_settings_match_the_values(tmp_path: Path) -> None:
+    docs = render(VALUE_SETS["everything-on"], tmp_path)
+    from services.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings.from_env(environment(docs, "gateway", tmp_path))
+    assert settings.port == 5001
+    assert settings.limits.max_message_bytes == 1048576
+    assert settings.limits.outbox_max_bytes == 4194304
+    assert settings.jwt.audience == "switchboard"
+    assert settings.jwt.leeway_s == 10  # from gateway.extraEnv
+    assert settings.redis.url == f"redis://:p%40ss%2Fword@{'sb-switchboard-redis'}:6379/0"
+    chat = settings.namespaces.of("chat:lobby")
+    assert (chat.history_size, chat.allow_publish) == (500, True)
+    assert one(docs, "ConfigMap", "sb-switchboard-config")["data"]["LOG_JSON"] == "true"
