@@ -189,28 +189,28 @@ async def test_each_publication_reaches_each_subscriber_once_in_order_on_many_ch
 # -- presence ----------------------------------------------------------------------------------
 
 
-ROOMS = {"room": {"presence": True, "join_leave": True, "history_size": 0}}
+ROOMS = {"chat": {"presence": True, "join_leave": True, "history_size": 0}}
 
 
 async def test_join_and_leave_pushes(start_gateway, channels_file):
     gw = await start_gateway(SWITCHBOARD_CHANNELS=channels_file(ROOMS))
     alice = await gw.connect("alice")
-    await alice.ok("subscribe", channel="room:1")
+    await alice.ok("subscribe", channel="chat:1")
     assert (await alice.push(kind="join"))["info"]["user"] == "alice"  # her own
 
     bob = await gw.connect("bob")
     bob_id = (await bob.ok("connect", name="Bob"))["client"]
     bob_info = {"user": "bob", "client": bob_id, "name": "Bob"}
-    await bob.ok("subscribe", channel="room:1")
-    assert await alice.push(kind=None) == {"push": "join", "channel": "room:1", "info": bob_info}
+    await bob.ok("subscribe", channel="chat:1")
+    assert await alice.push(kind=None) == {"push": "join", "channel": "chat:1", "info": bob_info}
 
-    await bob.ok("unsubscribe", channel="room:1")
-    assert await alice.push(kind=None) == {"push": "leave", "channel": "room:1", "info": bob_info}
+    await bob.ok("unsubscribe", channel="chat:1")
+    assert await alice.push(kind=None) == {"push": "leave", "channel": "chat:1", "info": bob_info}
 
-    await bob.ok("subscribe", channel="room:1")
+    await bob.ok("subscribe", channel="chat:1")
     assert (await alice.push(kind=None))["push"] == "join"
     await bob.close()  # a socket that goes away leaves too
-    assert await alice.push(kind=None) == {"push": "leave", "channel": "room:1", "info": bob_info}
+    assert await alice.push(kind=None) == {"push": "leave", "channel": "chat:1", "info": bob_info}
     await alice.close()
 
 
@@ -246,16 +246,16 @@ async def test_presence_lists_clients_of_every_gateway_and_forgets_closed_ones(
     carol = await two.connect("carol")
     carol_id = (await carol.ok("connect"))["client"]
     for client in (alice, bob, carol):
-        await client.ok("subscribe", channel="room:2")
+        await client.ok("subscribe", channel="chat:2")
 
     expected = {
         alice_id: {"user": "alice", "client": alice_id},
         bob_id: {"user": "bob", "client": bob_id},
         carol_id: {"user": "carol", "client": carol_id},
     }
-    assert (await alice.ok("presence", channel="room:2"))["clients"] == expected
-    assert (await bob.ok("presence", channel="room:2"))["clients"] == expected
-    status, body = await one.api("GET", "/api/presence", params={"channel": "room:2"})
+    assert (await alice.ok("presence", channel="chat:2"))["clients"] == expected
+    assert (await bob.ok("presence", channel="chat:2"))["clients"] == expected
+    status, body = await one.api("GET", "/api/presence", params={"channel": "chat:2"})
     assert status == 200 and body["clients"] == expected
 
     # Bob's socket on the second gateway goes away: his entry goes, and the first gateway's
@@ -266,11 +266,11 @@ async def test_presence_lists_clients_of_every_gateway_and_forgets_closed_ones(
     del expected[bob_id]
 
     async def presence_is_expected() -> bool:
-        return (await alice.ok("presence", channel="room:2"))["clients"] == expected
+        return (await alice.ok("presence", channel="chat:2"))["clients"] == expected
 
     await wait_until(presence_is_expected, what="bob's presence entry removed")
-    await carol.ok("unsubscribe", channel="room:2")
+    await carol.ok("unsubscribe", channel="chat:2")
     del expected[carol_id]
-    assert (await alice.ok("presence", channel="room:2"))["clients"] == expected
+    assert (await alice.ok("presence", channel="chat:2"))["clients"] == expected
     await carol.close()
     await alice.close()

@@ -47,6 +47,7 @@ async def start_rooms(
 
     async def start(**env: str) -> Rooms:
         env.setdefault("ROOMS_CONSUMER", f"test-{len(started)}")
+        env.setdefault("ROOMS_BLOCK_MS", "100")
         settings = RoomsSettings.from_env(gateway_env(redis_server.url, **env))
         client = TestClient(TestServer(create_app(settings, redis=redis)))
         await client.start_server()
