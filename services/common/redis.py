@@ -20,6 +20,7 @@ in one Redis Cluster slot:
 | `sb:room:{<id>}:members`      | zset     | connection id -> heartbeat deadline (ms)            |
 | `sb:room:{<id>}:conns`        | hash     | connection id -> user id                            |
 | `sb:room:{<id>}:people`       | zset     | user id -> version of their first join (order)      |
+| `sb:room:{<id>}:info`         | hash     | connection id -> JSON info sent with its join       |
 | `sb:room:{<id>}:done`         | zset     | command entry ids applied (ms), against redelivery  |
 | `sb:reply:<node>`             | pub/sub  | answers to one gateway's room commands              |
 
@@ -61,6 +62,9 @@ class Keys:
 
     def room_people(self, room: str) -> str:
         return f"{self.prefix}:room:{{{room}}}:people"
+
+    def room_info(self, room: str) -> str:
+        return f"{self.prefix}:room:{{{room}}}:info"
 
     def room_done(self, room: str) -> str:
         return f"{self.prefix}:room:{{{room}}}:done"

@@ -13,7 +13,8 @@ MAXLEN ~ `STREAM_MAXLEN`) with one field `c`, a JSON object:
      "patch"?: {...}      update: a JSON merge patch (RFC 7386),
      "version"?: int      update: the version the patch was written against (else: applied to
                           whatever is current),
-     "info"?: {...}}      who the connection is (name, token info), for operators
+     "info"?: {...}}      join: who the connection is (user, client, name, token info),
+                          shown to operators (GET /rooms/{id})
 
 A command without `req` gets no reply (the leaves a gateway sends for a closed socket). The
 rooms service reads the stream with the consumer group `rooms` (several replicas share it; an
@@ -51,10 +52,11 @@ gateway died), bumps the version and publishes the new `people`. A room without 
 
 Room keys (hash tag `{<id>}`, see services.common.redis): `sb:room:{<id>}` hash (`state` JSON,
 `version`, `updated` ms), `:members` zset (connection -> deadline ms), `:conns` hash (connection
--> user), `:people` zset (user -> version of their first join, the order of `people`), `:done`
-zset (applied entry ids). `sb:rooms` indexes every room, scored by when the reaper should look
-at it next (the earliest member deadline, or the idle expiry). The index is one key outside the
-rooms' hash tags: on Redis Cluster it would have to be split per slot.
+-> user), `:info` hash (connection -> its join's `info`), `:people` zset (user -> version of
+their first join, the order of `people`), `:done` zset (applied entry ids). `sb:rooms` indexes
+every room, scored by when the reaper should look at it next (the earliest member deadline, or
+the idle expiry). The index is one key outside the rooms' hash tags: on Redis Cluster it would
+have to be split per slot.
 """
 
 import json

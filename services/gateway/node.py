@@ -69,6 +69,7 @@ class GatewayNode:
             connect_timeout_s=settings.redis.connect_timeout_s,
         )
         self.subscriber.add([self._control, self._replies])
+        self.rooms.replies_connected = lambda: self.subscriber.connected
         self.hub = Hub(self.outbox, self.subscriber, self.bus, self._on_lost)
         self.connections: dict[str, ClientConnection] = {}
         self.by_user: dict[str, set[ClientConnection]] = {}

@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,7 @@ class RoomLink:
         self.settings = settings
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
+        self.replies_connected: Callable[[], bool] = lambda: True  # set by the node
 
     def command(self, op: str, room: str, conn: ClientConnection, **fields: Any) -> RoomCommand:
         return RoomCommand(
@@ -74,6 +75,9 @@ class RoomLink:
 
     async def call(self, command: RoomCommand) -> dict[str, Any]:
         """Send `command`, return its result; raise the error the rooms service answered."""
+        if not self.replies_connected():
+            # The answer could not reach us: say so now rather than after the timeout.
+            raise NotAvailable("temporarily unavailable")
         req = str(next(self._ids))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req] = future

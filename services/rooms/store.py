@@ -26,10 +26,10 @@ from services.common.rooms import RoomCommand, dumps, merge_patch, room_channel
 DONE_WINDOW_MS = 3_600_000
 CAS_ATTEMPTS = 100
 
-# KEYS: room, members, conns, people, done, index.
+# KEYS: room, members, conns, people, done, index, info.
 _COMMON = """
-local K_ROOM, K_MEMBERS, K_CONNS, K_PEOPLE, K_DONE, K_INDEX =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local K_ROOM, K_MEMBERS, K_CONNS, K_PEOPLE, K_DONE, K_INDEX, K_INFO =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 
 local function people_json()
   local users = redis.call('ZRANGE', K_PEOPLE, 0, -1)
@@ -70,6 +70,7 @@ local function remove(conns)
     redis.call('ZREM', K_MEMBERS, conn)
     local user = redis.call('HGET', K_CONNS, conn)
     redis.call('HDEL', K_CONNS, conn)
+    redis.call('HDEL', K_INFO, conn)
     if user then users[user] = true end
   end
   if next(users) == nil then return end
@@ -99,7 +100,7 @@ end
 """.replace("DONE_WINDOW_MS", str(DONE_WINDOW_MS))
 
 # ARGV: now, room, room JSON, conn, user, ttl ms, initial state JSON, entry, push channel,
-# reply channel, req JSON, idle ms, max rooms. Returns {status, version}.
+# reply channel, req JSON, idle ms, max rooms, info JSON ('' = none). Returns {status, version}.
 JOIN_LUA = (
     _COMMON
     + """
@@ -120,6 +121,7 @@ if added or created then
   version = bump(now)
   if added then
     redis.call('HSET', K_CONNS, ARGV[4], ARGV[5])
+    if ARGV[14] ~= '' then redis.call('HSET', K_INFO, ARGV[4], ARGV[14]) end
     redis.call('ZADD', K_PEOPLE, 'NX', version, ARGV[5])
   end
   body = created and (',"state":' .. ARGV[7]) or ',"patch":{}'
@@ -178,7 +180,7 @@ REAP_LUA = (
     + """
 local now, room = tonumber(ARGV[1]), ARGV[2]
 if redis.call('EXISTS', K_ROOM) == 0 then
-  redis.call('DEL', K_MEMBERS, K_CONNS, K_PEOPLE, K_DONE)
+  redis.call('DEL', K_MEMBERS, K_CONNS, K_PEOPLE, K_DONE, K_INFO)
   redis.call('ZREM', K_INDEX, room)
   return -1
 end
@@ -187,9 +189,23 @@ if #expired > 0 then
   remove(expired)
   local version = bump(now)
   publish(ARGV[4], '', '', ARGV[3], version, ',"patch":{}', '')
+  settle(room, now, tonumber(ARGV[5]))
+  return #expired
 end
-settle(room, now, tonumber(ARGV[5]))
-return #expired
+-- Nothing changed: look again later, without extending an idle room's life (the reaper's
+-- clock and Redis's may differ a little; re-arming the expiry here could keep it forever).
+local first = redis.call('ZRANGE', K_MEMBERS, 0, 0, 'WITHSCORES')
+if first[1] then
+  redis.call('ZADD', K_INDEX, first[2], room)
+else
+  local ttl = redis.call('PTTL', K_ROOM)
+  if ttl < 0 then
+    ttl = tonumber(ARGV[5])
+    redis.call('PEXPIRE', K_ROOM, ttl)
+  end
+  redis.call('ZADD', K_INDEX, now + math.max(ttl, 100), room)
+end
+return 0
 """
 )
 
@@ -201,7 +217,7 @@ if redis.call('EXISTS', K_ROOM) == 0 then return -1 end
 local version = redis.call('HINCRBY', K_ROOM, 'version', 1)
 redis.call('PUBLISH', ARGV[3], '\\n{"push":"room","room":' .. ARGV[2] .. ',"version":' .. version
   .. ',"state":null,"people":[],"deleted":true}')
-redis.call('DEL', K_ROOM, K_MEMBERS, K_CONNS, K_PEOPLE, K_DONE)
+redis.call('DEL', K_ROOM, K_MEMBERS, K_CONNS, K_PEOPLE, K_DONE, K_INFO)
 redis.call('ZREM', K_INDEX, ARGV[1])
 return version
 """
@@ -248,6 +264,7 @@ class RoomStore:
             k.room_people(room),
             k.room_done(room),
             k.rooms,
+            k.room_info(room),
         ]
 
     def _push_channel(self, room: str) -> str:
@@ -276,6 +293,7 @@ class RoomStore:
                 *self._reply_args(cmd),
                 self.limits.idle_ttl_ms,
                 self.limits.max_rooms,
+                dumps(cmd.info) if cmd.info else "",
             ],
         )
         if status == b"limit":
@@ -442,7 +460,8 @@ class RoomStore:
             pipe.zrange(keys.room_members(room), 0, -1, withscores=True)
             pipe.hgetall(keys.room_conns(room))
             pipe.pttl(keys.room(room))
-            fields, people, members, conns, ttl = await pipe.execute()
+            pipe.hgetall(keys.room_info(room))
+            fields, people, members, conns, ttl, infos = await pipe.execute()
         if not fields:
             return None
         fields = cast(dict[bytes, bytes], fields)
@@ -452,7 +471,12 @@ class RoomStore:
             "state": json.loads(fields[b"state"]),
             "people": [p.decode() for p in people],
             "members": [
-                {"conn": c.decode(), "user": conns.get(c, b"").decode(), "deadline_ms": int(d)}
+                {
+                    "conn": c.decode(),
+                    "user": conns.get(c, b"").decode(),
+                    "deadline_ms": int(d),
+                    "info": json.loads(infos[c]) if c in infos else None,
+                }
                 for c, d in members
             ],
             "updated_ms": int(fields.get(b"updated", b"0")),

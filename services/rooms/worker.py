@@ -74,6 +74,7 @@ class CommandConsumer:
         if self._stopping:
             await asyncio.Future()
         self._running = True
+        self._stopped.clear()
         try:
             await self.ensure_group()
             # Ours from a previous life (same consumer name): they come before anything new.

@@ -34,7 +34,9 @@ async def test_rest_lists_reads_and_deletes_rooms_with_the_admin_scope(gateway, 
     status, body = await rooms.api("GET", "/rooms/r1")
     assert status == 200
     assert (body["version"], body["state"], body["people"]) == (1, {"a": 1}, ["alice"])
-    assert [m["user"] for m in body["members"]] == ["alice"]
+    [member] = body["members"]
+    assert member["user"] == "alice"
+    assert member["info"] == {"user": "alice", "client": member["conn"]}
     assert (await rooms.api("GET", "/rooms/nope"))[0] == 404
     assert (await rooms.api("DELETE", "/rooms/r1", scope="publish"))[0] == 403
 
