@@ -83,6 +83,7 @@ class Subscriber:
         self._connect_timeout_s = connect_timeout_s
         self._ping_interval_s = ping_interval_s
         self._wanted: set[bytes] = set()
+        self._kept: set[bytes] = set()
         self._waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._protocol: _Protocol | None = None
         self._connected = asyncio.Event()
@@ -133,8 +134,15 @@ class Subscriber:
         if new and self.connected:
             self._send(b"SUBSCRIBE", *new)
 
+    def keep(self, channels: Iterable[bytes]) -> None:
+        """Subscribe for good: `unsubscribe` leaves these alone (a channel that the hub's
+        subscribers and an always-on listener such as the Socket.IO endpoint both need)."""
+        kept = set(channels)
+        self._kept |= kept
+        self.add(kept)
+
     def unsubscribe(self, channel: bytes) -> None:
-        if channel in self._wanted:
+        if channel in self._wanted and channel not in self._kept:
             self._wanted.discard(channel)
             if self.connected:
                 self._send(b"UNSUBSCRIBE", channel)

@@ -17,6 +17,7 @@ from .metrics import GatewayMetrics
 from .node import GatewayNode
 from .routes import routes
 from .settings import GatewaySettings
+from .socketio_server import setup_socketio
 
 
 def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.Application:
@@ -38,6 +39,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.
     app.on_shutdown.append(_close_connections)
 
     app.add_routes(routes)
+    setup_socketio(app, settings)  # /socket.io/ for Kitsu and gazu
     add_health_routes(app, _ready)
     return app
 

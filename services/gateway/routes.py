@@ -22,6 +22,7 @@ from services.common.web import json_body, json_errors
 from .connection import ClientConnection
 from .keys import commands_key, node_key
 from .node import GatewayNode
+from .socketio_server import socketio_key
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -209,21 +210,25 @@ async def api_revoke(request: web.Request) -> web.Response:
 
 @routes.get("/")
 async def index(_: web.Request) -> web.Response:
-    return web.json_response({"name": "Switchboard event stream", "version": VERSION})
+    # Zou's event stream answers this body; its health check only needs an answer.
+    return web.json_response({"name": "Zou Event stream", "version": VERSION})
 
 
 @routes.get("/stats")
 async def stats(request: web.Request) -> web.Response:
-    node = request.app[node_key]
-    local = len(node.connections)
+    # Zou's `nb_connections`, over the whole cluster: native and Socket.IO sockets.
+    node, endpoint = request.app[node_key], request.app[socketio_key]
+    local, local_sio = len(node.connections), len(endpoint.sockets)
     try:
         total, nodes = await node.cluster_connections()
+        total_sio = await endpoint.cluster_connections()
     except RedisError:
-        total, nodes = local, 1
+        total, nodes, total_sio = local, 1, local_sio
     return web.json_response(
         {
-            "nb_connections": total,
-            "local_connections": local,
+            "nb_connections": total + total_sio,
+            "local_connections": local + local_sio,
+            "socketio_connections": total_sio,
             "nodes": nodes,
             "local_channels": node.hub.channel_count,
             "redis_connected": node.subscriber.connected,

@@ -44,6 +44,25 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class ZouSettings:
+    """The Socket.IO endpoint for Kitsu and gazu, and the bridge from Zou's publisher."""
+
+    bridge: bool = True  # read Zou's emits from Redis pub/sub (ZOU_BRIDGE)
+    bridge_channel: str = "flask-socketio"  # Flask-SocketIO's default channel
+    # Zou sends every event to every user; with this on, a token listing `projects` only
+    # receives the events of those projects (and events without a project).
+    project_scoping: bool = False
+
+    @classmethod
+    def from_env(cls, env: Env) -> "ZouSettings":
+        return cls(
+            bridge=env.get("ZOU_BRIDGE", parse_bool, True),
+            bridge_channel=env.get("ZOU_BRIDGE_CHANNEL", str, "flask-socketio"),
+            project_scoping=env.get("ZOU_PROJECT_SCOPING", parse_bool, False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RoomLinkSettings:
     """How the gateway talks to the rooms service (`room.*` ops)."""
 
@@ -80,6 +99,7 @@ class GatewaySettings:
     node_report_s: float
     log_level: str
     log_json: bool
+    zou: ZouSettings = ZouSettings()
     rooms: RoomLinkSettings = RoomLinkSettings()
 
     @classmethod
@@ -100,5 +120,6 @@ class GatewaySettings:
             node_report_s=env.get("GATEWAY_NODE_REPORT_S", positive(float), 2.0),
             log_level=env.get("LOG_LEVEL", str, "INFO"),
             log_json=env.get("LOG_JSON", parse_bool, True),
+            zou=ZouSettings.from_env(env),
             rooms=RoomLinkSettings.from_env(env),
         )
