@@ -155,3 +155,14 @@ def test_rendered_gateway_settings_match_the_values(tmp_path: Path) -> None:
     chat = settings.namespaces.of("chat:lobby")
     assert (chat.history_size, chat.allow_publish) == (500, True)
     assert one(docs, "ConfigMap", "sb-switchboard-config")["data"]["LOG_JSON"] == "true"
+
+
+def test_rendered_rooms_settings_match_the_values(tmp_path: Path) -> None:
+    values = {"rooms": {"settings": {"idleTtlSeconds": 90, "maxRooms": 50000}}}
+    docs = render(values, tmp_path)
+    from services.rooms.settings import RoomsSettings
+
+    settings = RoomsSettings.from_env(environment(docs, "rooms", tmp_path))
+    assert (settings.port, settings.idle_ttl_s, settings.max_rooms) == (5002, 90, 50000)
+    assert settings.max_state_bytes == 262144
+    assert settings.shutdown_timeout_s == 20

@@ -457,6 +457,10 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"gateway": {"settings": {"heartbeat": 5}}},
         "additional properties 'heartbeat'",
     ),
+    "unknown rooms settings key": (
+        {"rooms": {"settings": {"maxMembers": 5}}},
+        "additional properties 'maxMembers'",
+    ),
     "unknown key in a component that does not exist yet": (
         {"streams": {"settings": {"retention": 5}}},
         "additional properties 'retention'",

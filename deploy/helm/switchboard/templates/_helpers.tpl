@@ -188,6 +188,15 @@ Names are exactly the ones the services' settings read (tests/deploy checks it).
 - name: GATEWAY_OUTBOX_MAX_FRAMES
   value: {{ $s.outboxMaxFrames | int64 | quote }}
 {{- end }}
+{{- if eq .component "rooms" }}
+{{- $s := $v.settings }}
+- name: ROOMS_IDLE_TTL_S
+  value: {{ $s.idleTtlSeconds | quote }}
+- name: ROOMS_MAX
+  value: {{ $s.maxRooms | int64 | quote }}
+- name: ROOMS_MAX_STATE_BYTES
+  value: {{ $s.maxStateBytes | int64 | quote }}
+{{- end }}
 {{- if eq .component "handlers" }}
 {{- if $v.settings.handlersConfigMap }}
 - name: EVENT_HANDLERS_FOLDER
