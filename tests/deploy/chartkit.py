@@ -6,6 +6,8 @@ checks fail, they never skip.
 
 import ast
 import copy
+import functools
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -149,11 +151,18 @@ def template(
     )
 
 
+_RENDERED: dict[str, str] = {}
+
+
 def render(values: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
-    proc = template(values, tmp_path)
-    if proc.returncode != 0:
-        pytest.fail(f"helm template failed:\n{proc.stderr}")
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    """The objects helm renders from `values` (one helm run per distinct set of values)."""
+    key = json.dumps(values, sort_keys=True)
+    if key not in _RENDERED:
+        proc = template(values, tmp_path)
+        if proc.returncode != 0:
+            pytest.fail(f"helm template failed:\n{proc.stderr}")
+        _RENDERED[key] = proc.stdout
+    return [doc for doc in yaml.safe_load_all(_RENDERED[key]) if doc]
 
 
 def render_error(values: dict[str, Any], tmp_path: Path) -> str:
@@ -207,8 +216,17 @@ def container_env(docs: list[dict[str, Any]], deployment: dict[str, Any]) -> dic
     return env
 
 
+@functools.cache
+def _names_read() -> frozenset[str]:
+    return frozenset(_scan_names())
+
+
 def env_names_read() -> set[str]:
     """Every env var name the services read: string arguments of env.get/env.raw/environ.get..."""
+    return set(_names_read())
+
+
+def _scan_names() -> set[str]:
     names: set[str] = set()
     for path in SERVICES.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
