@@ -166,3 +166,30 @@ def test_rendered_rooms_settings_match_the_values(tmp_path: Path) -> None:
     assert (settings.port, settings.idle_ttl_s, settings.max_rooms) == (5002, 90, 50000)
     assert settings.max_state_bytes == 262144
     assert settings.shutdown_timeout_s == 20
+
+
+def test_chart_defaults_are_the_services_defaults(tmp_path: Path) -> None:
+    """The chart sets the tuning knobs explicitly; with default values it must not change them."""
+    from services.gateway.settings import GatewaySettings
+    from services.rooms.settings import RoomsSettings
+
+    docs = render({}, tmp_path)
+    bare = {"REDIS_URL": "redis://redis:6379/0", "SECRET_KEY": "k" * 48}
+    chart = GatewaySettings.from_env(environment(docs, "gateway", tmp_path))
+    service = GatewaySettings.from_env(bare)
+    assert chart.limits == service.limits
+    assert (chart.heartbeat_s, chart.node_report_s) == (service.heartbeat_s, service.node_report_s)
+    assert chart.shutdown_timeout_s == service.shutdown_timeout_s
+    assert chart.redis == service.redis
+    assert (chart.jwt.algorithms, chart.jwt.leeway_s, chart.jwt.require_exp) == (
+        service.jwt.algorithms,
+        service.jwt.leeway_s,
+        service.jwt.require_exp,
+    )
+    rooms = RoomsSettings.from_env(environment(docs, "rooms", tmp_path))
+    rooms_service = RoomsSettings.from_env(bare)
+    assert (rooms.idle_ttl_s, rooms.max_rooms, rooms.max_state_bytes) == (
+        rooms_service.idle_ttl_s,
+        rooms_service.max_rooms,
+        rooms_service.max_state_bytes,
+    )
