@@ -215,3 +215,30 @@ async def test_a_command_left_pending_by_a_dead_replica_is_claimed_and_applied_o
 
     await wait_until(acked, what="the claimed command acked")
     await pubsub.aclose()
+
+
+async def test_metrics_count_commands_by_op_and_time_them(gateway, start_rooms):
+    service = await start_rooms(ROOMS_STATS_INTERVAL_S="0.1")
+    alice = await gateway.connect("alice")
+    await alice.ok("room.join", room="r")
+    await alice.ok("room.update", room="r", patch={"a": 1})
+    await alice.call("room.update", room="r", patch={"a": 2}, version=0)
+
+    async def scrape() -> str:
+        async with service.http.session.get(service.http.make_url("/metrics")) as resp:
+            return await resp.text()
+
+    async def counted() -> bool:
+        return "switchboard_rooms_members 1.0" in await scrape()
+
+    await wait_until(counted, what="gauges refreshed")
+    text = await scrape()
+    for line in (
+        'switchboard_rooms_commands_total{op="join",outcome="ok"} 1.0',
+        'switchboard_rooms_commands_total{op="update",outcome="ok"} 1.0',
+        'switchboard_rooms_commands_total{op="update",outcome="conflict"} 1.0',
+        'switchboard_rooms_apply_seconds_count{op="update"} 2.0',
+        "switchboard_rooms_rooms 1.0",
+        "switchboard_rooms_consumer_lag 0.0",
+    ):
+        assert line in text, line
