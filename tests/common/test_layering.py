@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
-PURE = {"errors.py", "channels.py", "rooms.py"}  # no aiohttp, no redis: usable anywhere, testable without I/O
+# No aiohttp, no redis: usable anywhere, testable without I/O.
+PURE = {"errors.py", "channels.py", "rooms.py"}
 
 
 def _imports(path: Path) -> set[str]:
