@@ -2,6 +2,9 @@
 `from_env`), and the values the chart renders are ones the services' settings accept."""
 
 import importlib
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from tests.deploy.chartkit import (
     one,
     render,
 )
+from tests.helpers import clean_env
 
 # Set by the chart for the process, not read as settings: the root filesystem is read-only and
 # /tmp is the pod's emptyDir.
@@ -193,3 +197,30 @@ def test_chart_defaults_are_the_services_defaults(tmp_path: Path) -> None:
         rooms_service.max_rooms,
         rooms_service.max_state_bytes,
     )
+
+
+@pytest.mark.parametrize("name", ["default", "everything-on", "public-keys"])
+def test_the_notes_token_command_mints_a_token_the_gateway_accepts(
+    name: str, tmp_path: Path
+) -> None:
+    """NOTES.txt says `kubectl exec deploy/...-gateway -- switchboard token --sub alice`: the
+    CLI, run with the gateway container's environment, signs what the gateway verifies."""
+    from services.common.auth import TokenVerifier
+    from services.gateway.settings import GatewaySettings
+
+    docs = render(VALUE_SETS[name], tmp_path)
+    env = environment(docs, "gateway", tmp_path)
+    cli = shutil.which("switchboard", path=str(Path(sys.executable).parent))
+    assert cli, "the switchboard console script is installed with the project"
+    proc = subprocess.run(
+        [cli, "token", "--sub", "alice", "--ttl", "1h"],
+        env={**clean_env(), **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    claims = TokenVerifier(GatewaySettings.from_env(env).jwt).verify(proc.stdout.strip())
+    assert claims.user == "alice"
