@@ -242,3 +242,23 @@ async def test_metrics_count_commands_by_op_and_time_them(gateway, start_rooms):
         "switchboard_rooms_consumer_lag 0.0",
     ):
         assert line in text, line
+
+
+async def test_a_gateway_stopped_with_sigterm_takes_its_members_out_at_once(
+    gateway_process, rooms, make_token
+):
+    leaving, staying = await gateway_process(), await gateway_process()
+    async with aiohttp.ClientSession() as session:
+
+        async def connect(gp, user: str) -> Client:
+            headers = {"Authorization": f"Bearer {make_token(user)}"}
+            return Client(await session.ws_connect(gp.url("/ws"), headers=headers))
+
+        alice, bob = await connect(leaving, "alice"), await connect(staying, "bob")
+        await alice.ok("room.join", room="r")
+        joined = await bob.ok("room.join", room="r")
+        leaving.terminate()
+        while (push := await bob.push(kind="room", timeout_s=5))["version"] <= joined["version"]:
+            pass
+        assert push["people"] == ["bob"]  # long before the 10 s heartbeat deadline
+        await bob.close()
