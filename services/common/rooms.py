@@ -42,8 +42,9 @@ built-in namespace `room` (no history, no presence, subscribed by the gateway on
     {"push":"room","room":"<id>","version":9,"state":null,"people":[],"deleted":true}
 
 A membership change carries `"patch":{}`. Versions of one room are published in order, each
-once: a client applies a push whose version is its own + 1, ignores older ones, and reads the
-room again (`room.get`) after a gap.
+once: a client applies a patch push whose version is its own + 1, ignores older ones, and reads
+the room again (`room.get`) after a gap. A gateway whose pub/sub link broke sends each of its
+members a push with the current `state` once it is back (pushes of that time were lost).
 
 Presence. Each gateway renews the deadlines of its own members every few seconds (ZADD XX on
 `:members`, no stream traffic); the rooms service removes members whose deadline passed (their

@@ -35,7 +35,7 @@ from services.common.rooms import room_channel
 from .connection import ClientConnection
 from .hub import Hub, Outbox, Peer
 from .presence import Presence
-from .rooms import RoomLink, leave_all, members_by_room
+from .rooms import RoomLink, leave_all, members_by_room, resync_rooms
 from .settings import GatewaySettings
 from .wire import PING_FRAME
 
@@ -76,6 +76,7 @@ class GatewayNode:
         self.shutting_down = False
         self.slow_consumers = 0
         self.close_codes: dict[int, int] = {}  # close code -> count, for /metrics
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- messages from Redis ---------------------------------------------------------------
 
@@ -114,6 +115,11 @@ class GatewayNode:
 
     def _on_reconnect(self) -> None:
         self.hub.resync()
+        task = asyncio.create_task(
+            resync_rooms(self.rooms, list(self.connections.values())), name="rooms-resync"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _on_lost(self, peer: Peer) -> None:
         assert isinstance(peer, ClientConnection)

@@ -27,6 +27,7 @@ from services.common.errors import (
     LimitExceeded,
     NotAvailable,
     NotSubscribed,
+    ServiceError,
     error_from,
 )
 from services.common.redis import Keys
@@ -36,6 +37,7 @@ from services.common.rooms import (
     check_object,
     check_room,
     check_version,
+    dumps,
     room_channel,
 )
 
@@ -212,6 +214,28 @@ def members_by_room(conns: Iterable[ClientConnection]) -> dict[str, list[str]]:
         for room in conn.rooms:
             members.setdefault(room, []).append(conn.id)
     return members
+
+
+async def resync_rooms(link: RoomLink, conns: Iterable[ClientConnection]) -> None:
+    """After a pub/sub outage the rooms' pushes of that time were lost: send each local member
+    the current state, as a push with `state` (it replaces what the client holds)."""
+    by_room: dict[str, list[ClientConnection]] = {}
+    for conn in conns:
+        for room in conn.rooms:
+            by_room.setdefault(room, []).append(conn)
+
+    async def one(room: str, members: list[ClientConnection]) -> None:
+        try:
+            snapshot = await link.call(link.command("get", room, members[0]))
+        except (ServiceError, RedisError) as exc:
+            log.warning("room not resynced", extra={"room": room, "error": repr(exc)})
+            return
+        frame = dumps({"push": "room", **snapshot}).encode()
+        for conn in members:
+            if room in conn.rooms:
+                conn.send(frame)
+
+    await asyncio.gather(*(one(room, members) for room, members in by_room.items()))
 
 
 async def leave_all(link: RoomLink, conn: ClientConnection, rooms: set[str]) -> None:

@@ -173,3 +173,22 @@ async def test_a_room_command_without_an_answer_in_time_gets_108(start_gateway):
     node = gw.app[node_key]
     assert node.hub.subscribers("room:r") == 0
     assert all(not conn.rooms for conn in node.connections.values())
+
+
+async def test_after_a_pubsub_outage_members_get_the_current_state(start_gateway, rooms):
+    one, two = await start_gateway(), await start_gateway()
+    alice, bob = await one.connect("alice"), await two.connect("bob")
+    await alice.ok("room.join", room="r", state={"a": 0})
+    joined = await bob.ok("room.join", room="r")
+    while (await alice.push(kind="room"))["version"] < joined["version"]:
+        pass
+    subscriber = one.app[node_key].subscriber
+    subscriber._protocol.transport.abort()  # alice's gateway loses its pub/sub link a while
+    updated = await bob.ok("room.update", room="r", patch={"a": 1})  # its push is lost to alice
+    assert await alice.push(kind="room") == {
+        "push": "room",
+        "room": "r",
+        "version": updated["version"],
+        "state": {"a": 1},
+        "people": ["alice", "bob"],
+    }
