@@ -262,3 +262,38 @@ async def test_a_gateway_stopped_with_sigterm_takes_its_members_out_at_once(
             pass
         assert push["people"] == ["bob"]  # long before the 10 s heartbeat deadline
         await bob.close()
+
+
+async def test_heartbeats_keep_live_members_past_their_ttl(start_gateway, start_rooms, redis):
+    await start_rooms(ROOMS_REAP_INTERVAL_S="0.1")
+    gw = await start_gateway(GATEWAY_ROOM_HEARTBEAT_S="0.2", GATEWAY_ROOM_MEMBER_TTL_S="0.5")
+    alice = await gw.connect("alice")
+    await alice.ok("room.join", room="r")
+    await asyncio.sleep(2.0)  # four times the member TTL: only the heartbeats keep her in
+    room = await alice.ok("room.get", room="r")
+    assert (room["version"], room["people"]) == (1, ["alice"])
+    deadline = await redis.zscore(Keys().room_members("r"), alice_id(gw))
+    assert deadline > time.time() * 1000
+
+
+async def test_state_size_and_rooms_per_connection_are_bounded(start_gateway, start_rooms):
+    await start_rooms(ROOMS_MAX_STATE_BYTES="20")
+    gw = await start_gateway(GATEWAY_MAX_ROOMS="1")
+    alice = await gw.connect("alice")
+    await alice.ok("room.join", room="r", state={"a": 1})
+    reply = await alice.call("room.update", room="r", patch={"text": "x" * 20})
+    assert reply["error"] == {
+        "code": ErrorCode.LIMIT_EXCEEDED,
+        "message": "room state of 37 bytes is over the limit of 20",
+    }
+    reply = await alice.call("room.join", room="other")
+    assert reply["error"] == {
+        "code": ErrorCode.LIMIT_EXCEEDED,
+        "message": "too many rooms on this connection",
+    }
+    assert (await alice.ok("room.get", room="r"))["state"] == {"a": 1}
+
+
+def alice_id(gw) -> str:
+    [conn] = _node(gw).connections.values()
+    return conn.id  # type: ignore[no-any-return]
