@@ -61,7 +61,13 @@ class GatewayNode:
         self.outbox = Outbox(self._on_overflow)
         self._control = keys.control.encode()
         self._replies = keys.reply(self.id).encode()
-        self.rooms = RoomLink(redis, keys, self.id, settings.rooms)
+        self.rooms = RoomLink(
+            redis,
+            keys,
+            self.id,
+            settings.rooms,
+            replies_connected=lambda: self.subscriber.connected,
+        )
         self.subscriber = Subscriber(
             settings.redis.url,
             self._on_message,
@@ -69,7 +75,6 @@ class GatewayNode:
             connect_timeout_s=settings.redis.connect_timeout_s,
         )
         self.subscriber.add([self._control, self._replies])
-        self.rooms.replies_connected = lambda: self.subscriber.connected
         self.hub = Hub(self.outbox, self.subscriber, self.bus, self._on_lost)
         self.connections: dict[str, ClientConnection] = {}
         self.by_user: dict[str, set[ClientConnection]] = {}

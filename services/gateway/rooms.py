@@ -55,14 +55,22 @@ Command = dict[str, Any]
 class RoomLink:
     """Sends room commands and resolves each with the reply the rooms service publishes."""
 
-    def __init__(self, redis: Redis, keys: Keys, node_id: str, settings: RoomLinkSettings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        node_id: str,
+        settings: RoomLinkSettings,
+        *,
+        replies_connected: Callable[[], bool],
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.node_id = node_id
         self.settings = settings
+        self.replies_connected = replies_connected  # whether a reply can reach us now
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
-        self.replies_connected: Callable[[], bool] = lambda: True  # set by the node
 
     def command(self, op: str, room: str, conn: ClientConnection, **fields: Any) -> RoomCommand:
         return RoomCommand(

@@ -128,18 +128,22 @@ class CommandConsumer:
     async def _claim(self) -> None:
         """Take over entries another consumer left pending (it died) for longer than allowed."""
         settings = self._settings
-        reply = await self._redis.xautoclaim(
-            self._keys.rooms_cmd,
-            GROUP,
-            settings.consumer,
-            settings.claim_idle_ms,
-            start_id="0-0",
-            count=settings.batch,
-        )
-        entries = [(eid.decode(), fields) for eid, fields in reply[1] if fields]
-        if entries:
-            log.warning("claimed idle room commands", extra={"count": len(entries)})
-        await self.apply(entries)
+        cursor: bytes | str = "0-0"
+        while not self._stopping:
+            cursor, claimed, *_ = await self._redis.xautoclaim(
+                self._keys.rooms_cmd,
+                GROUP,
+                settings.consumer,
+                settings.claim_idle_ms,
+                start_id=cursor,
+                count=settings.batch,
+            )
+            entries = [(eid.decode(), fields) for eid, fields in claimed if fields]
+            if entries:
+                log.warning("claimed idle room commands", extra={"count": len(entries)})
+            await self.apply(entries)
+            if cursor in (b"0-0", "0-0"):  # the whole pending list was scanned
+                return
 
     async def apply(self, entries: list[Entry]) -> None:
         """Apply a batch: in order within a room, rooms concurrently; ack what was settled."""

@@ -190,30 +190,33 @@ def _node(gw):
     return gw.app[node_key]
 
 
-async def test_a_command_left_pending_by_a_dead_replica_is_claimed_and_applied_once(
+async def test_commands_left_pending_by_a_dead_replica_are_claimed_and_applied_once(
     start_rooms, redis
 ):
     keys = Keys()
     await redis.xgroup_create(keys.rooms_cmd, "rooms", id="0", mkstream=True)
-    command = RoomCommand(op="join", room="r", conn="c1", user="alice", gw="gw1", req="7")
-    await redis.xadd(keys.rooms_cmd, {"c": command.encode()})
-    # A replica read it, then died before applying it.
-    await redis.xreadgroup("rooms", "dead", {keys.rooms_cmd: ">"}, count=10)
+    for i in range(100):  # several claim batches' worth
+        command = RoomCommand(op="join", room="r", conn=f"c{i}", user=f"u{i}", gw="gw1", req=str(i))
+        await redis.xadd(keys.rooms_cmd, {"c": command.encode()})
+    # A replica read them, then died before applying them.
+    await redis.xreadgroup("rooms", "dead", {keys.rooms_cmd: ">"}, count=100)
     pubsub = redis.pubsub()
     await pubsub.subscribe(keys.reply("gw1"))
-    await start_rooms(ROOMS_CLAIM_IDLE_MS="300")
+    await start_rooms(ROOMS_CLAIM_IDLE_MS="300", ROOMS_BATCH="16")
+    replies = []
     async with asyncio.timeout(5):
-        while (message := await pubsub.get_message(ignore_subscribe_messages=True)) is None:
-            pass
-    assert json.loads(message["data"]) == {
-        "req": "7",
-        "result": {"room": "r", "version": 1, "state": {}, "people": ["alice"]},
-    }
+        while len(replies) < 100:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None:
+                replies.append(json.loads(message["data"]))
+    assert sorted(int(r["req"]) for r in replies) == list(range(100))
+    assert replies[-1]["result"]["version"] == 100
+    assert replies[-1]["result"]["people"] == [f"u{i}" for i in range(100)]
 
     async def acked() -> bool:
         return (await redis.xpending(keys.rooms_cmd, "rooms"))["pending"] == 0
 
-    await wait_until(acked, what="the claimed command acked")
+    await wait_until(acked, what="the claimed commands acked")
     await pubsub.aclose()
 
 
