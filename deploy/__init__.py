@@ -1,0 +1,1 @@
+"""Deployment: the Helm chart (`helm/`) and the local cluster behind haproxy (`local/`)."""

@@ -1,0 +1,43 @@
+"""The local cluster of `make cluster` (deploy.local), started for each test on free ports."""
+
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from deploy.local import ClusterSettings, LocalCluster
+from tests.conftest import SECRET
+from tests.helpers import clean_env
+
+# A namespace whose history outlasts every test: recovery must never run out of it.
+NAMESPACES = {"namespaces": {"feed": {"history_size": 10000, "history_ttl_s": 600}}}
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    """haproxy on a free port in front of two replicas of each service, one Redis."""
+    if shutil.which("haproxy") is None:
+        pytest.fail("haproxy is not on PATH (`make test` installs it: Makefile target `deps`)")
+    channels = tmp_path / "channels.json"
+    channels.write_text(json.dumps(NAMESPACES))
+    settings = ClusterSettings(
+        state_dir=tmp_path / "cluster",
+        port=0,
+        secret_key=SECRET,  # the key of the suite's `make_token`
+        extra_env={
+            "SWITCHBOARD_CHANNELS": str(channels),
+            "GATEWAY_SHUTDOWN_TIMEOUT_S": "5",
+            "GATEWAY_NODE_REPORT_S": "0.2",
+            "ROOMS_SHUTDOWN_TIMEOUT_S": "5",
+        },
+        grace_s=10.0,
+        backoff_initial_s=0.2,
+    )
+    local = LocalCluster(settings, clean_env())
+    await local.start()
+    try:
+        yield local
+    finally:
+        await local.stop()
