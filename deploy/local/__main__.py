@@ -31,7 +31,7 @@ def banner(cluster: LocalCluster, environ: Mapping[str, str]) -> str:
     key_env = "" if environ.get("SECRET_KEY") else f"SWITCHBOARD_STATE_DIR={shlex.quote(state)} "
     cli = f"{_relative(Path(sys.executable).parent)}/switchboard"
     counts = ", ".join(
-        f"{len(cluster.replicas_of(service))} {service}" for service in cluster.services
+        f"{service} ×{len(cluster.replicas_of(service))}" for service in cluster.services
     )
     return "\n".join(
         [
