@@ -30,12 +30,10 @@ def banner(cluster: LocalCluster, environ: Mapping[str, str]) -> str:
     state = _relative(cluster.state_dir)
     key_env = "" if environ.get("SECRET_KEY") else f"SWITCHBOARD_STATE_DIR={shlex.quote(state)} "
     cli = f"{_relative(Path(sys.executable).parent)}/switchboard"
-    counts = ", ".join(
-        f"{service} ×{len(cluster.replicas_of(service))}" for service in cluster.services
-    )
+    replicas = ", ".join(cluster.replicas)
     return "\n".join(
         [
-            f"Switchboard cluster on {cluster.url} (haproxy in front of {counts}; one Redis)",
+            f"Switchboard cluster on {cluster.url}: haproxy in front of {replicas}; one Redis",
             f"  WebSocket:  {cluster.url.replace('http', 'ws', 1)}/ws",
             f"  token:      {key_env}{cli} token --sub alice --ttl 1h",
             f"  publish:    SWITCHBOARD_URL={cluster.url} {key_env}{cli} publish news "

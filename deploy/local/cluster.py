@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE: Final = "cluster.lock"
 DEFAULT_STATE_DIR: Final = ".switchboard/cluster"
 REPO: Final = Path(__file__).resolve().parents[2]
+FRONTED: Final = frozenset(route.service for route in ROUTES)  # services haproxy routes to
 
 
 class ClusterError(Exception):
@@ -92,7 +93,7 @@ class Replica:
     name: str
     service: str
     port: int
-    child: Child
+    child: "LoggedChild"
 
     @property
     def pid(self) -> int | None:
@@ -265,8 +266,9 @@ class LocalCluster:
         if self.redis is not None:
             await self.redis.stop()
         for child in [*(r.child for r in self.replicas.values()), self.haproxy]:
-            if isinstance(child, LoggedChild):
+            if child is not None:
                 child.close_log()
+        self.stats_socket.unlink(missing_ok=True)
         if self._lock_fd is not None:
             release_lock(self._lock_fd)
             self._lock_fd = None
@@ -278,23 +280,21 @@ class LocalCluster:
         wanted = [self.replicas[name] for name in names] if names else list(self.replicas.values())
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session:
-            pending = list(wanted)
-            while pending:
+            while True:
                 self._check_alive()
-                pending = [r for r in pending if not await _answers_ready(session, r)]
+                routed = await self._routed()
+                pending = [
+                    r
+                    for r in wanted
+                    if (r.service in FRONTED and r.name not in routed)
+                    or not await _answers_ready(session, r)
+                ]
                 if not pending:
-                    routed = await self._routed()
-                    pending = [
-                        r for r in wanted if r.service in self._fronted and r.name not in routed
-                    ]
-                if pending and time.monotonic() > deadline:
-                    raise ClusterError(self._not_ready_message(pending, timeout_s))
-                if pending:
-                    await asyncio.sleep(0.05)  # polling interval, bounded by the deadline
-
-    @property
-    def _fronted(self) -> set[str]:
-        return {route.service for route in ROUTES}
+                    return
+                if time.monotonic() > deadline:
+                    details = "; ".join(f"{r.name}: {_tail(r.child.log_path)}" for r in pending)
+                    raise ClusterError(f"not ready within {timeout_s:.0f}s: {details}")
+                await asyncio.sleep(0.05)  # polling interval, bounded by the deadline
 
     async def _routed(self) -> set[str]:
         """Servers haproxy considers up after a passing check."""
@@ -307,14 +307,6 @@ class LocalCluster:
     def _check_alive(self) -> None:
         if self.haproxy is not None and self.haproxy.pid is None:
             raise ClusterError(f"haproxy is not running: {_tail(self.haproxy.log_path)}")
-
-    def _not_ready_message(self, pending: list[Replica], timeout_s: float) -> str:
-        details = "; ".join(
-            f"{r.name}: {_tail(r.child.log_path)}"
-            for r in pending
-            if isinstance(r.child, LoggedChild)
-        )
-        return f"not ready within {timeout_s:.0f}s: {details}"
 
     def kill(self, name: str) -> int | None:
         """SIGKILL one replica (it is started again after the backoff); returns its PID."""
