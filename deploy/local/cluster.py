@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -131,11 +132,19 @@ class LoggedChild(Child):
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as haproxy binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def _require(binary: str, hint: str) -> str:
@@ -182,9 +191,14 @@ class LocalCluster:
     # -- start and stop ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start everything; on any failure, stop what was started and raise ClusterError."""
+        """Start everything and wait until haproxy routes to every replica; on a failure, stop
+        what was started and raise (ClusterError, or the supervisor's StartError)."""
         haproxy = _require("haproxy", "`make cluster` installs it with apt")
         redis_server = _require("redis-server", "`make cluster` installs it with apt")
+        if self.port == 0:
+            self.port = free_port()
+        elif port_in_use(self.settings.host, self.port):
+            raise ClusterError(f"port {self.port} is in use: set CLUSTER_PORT to another one")
         self.logs.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)  # it holds the signing key
         self._lock_fd = acquire_lock(self.state_dir / LOCK_FILE)
@@ -232,8 +246,6 @@ class LocalCluster:
                 self.replicas[name] = Replica(name, service, port, child)
 
     async def _start_haproxy(self, binary: str) -> None:
-        if self.port == 0:
-            self.port = free_port()
         config = IngressConfig(
             port=self.port,
             host=self.settings.host,

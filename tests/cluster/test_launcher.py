@@ -6,6 +6,7 @@ import json
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from deploy.local import ClusterSettings
+from deploy.local import ClusterSettings, LocalCluster
+from deploy.local.cluster import ClusterError
 from deploy.local.haproxy import IngressConfig, Server, render_config
 from services.common.settings import SettingsError
 from services.common.supervisor import is_locked
@@ -86,6 +88,17 @@ def test_settings_from_the_environment() -> None:
     ):
         with pytest.raises(SettingsError, match=name):
             ClusterSettings.from_env(env)
+
+
+async def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cluster = LocalCluster(ClusterSettings(state_dir=tmp_path, port=port), clean_env())
+        with pytest.raises(ClusterError, match=f"port {port} is in use: set CLUSTER_PORT"):
+            await cluster.start()
+    assert cluster.redis is None and cluster.replicas == {}
 
 
 async def test_the_launcher_prints_a_working_token_command_and_stops_on_sigint(
