@@ -13,7 +13,8 @@ publications on the channel `zou:events` (`POST /api/publish` with an `event`), 
 emits read from Redis pub/sub (`zou.py`). Each event is encoded once. A WebSocket's frames go
 through the gateway's `Outbox` (one write per socket per loop turn), Engine.IO's own packets
 included, so that both keep their order; a socket still on long-polling, or whose Engine.IO
-queue is not empty yet, gets the same Engine.IO packet object through that queue.
+queue is not empty yet, gets the same Engine.IO packet object through that queue
+(`engineio_ws.py`).
 """
 
 import asyncio
@@ -34,10 +35,11 @@ from services.common.auth import Claims
 from services.common.errors import LimitExceeded, NotAvailable, ServiceError, Unauthorized
 from services.common.tasks import supervised
 
+from .engineio_ws import Link, OutboxWebSocket
 from .hub import Outbox, Peer
 from .keys import node_key
 from .node import GatewayNode
-from .settings import GatewaySettings, Limits
+from .settings import GatewaySettings
 from .wire import text_frame
 from .zou import BridgeError, ZouEmit, decode_emit
 
@@ -52,23 +54,6 @@ RESERVED_EVENTS = frozenset(
 _EVENT_HEAD = b"2" + NAMESPACE.encode() + b",["  # Socket.IO EVENT packet for /events
 
 
-class _Link:
-    """One Engine.IO WebSocket, as the outbox sees it (a `hub.Peer`)."""
-
-    __slots__ = ("closing", "eio_sid", "max_bytes", "max_frames", "out", "transport", "ws")
-
-    def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport, eio_sid: str, limits: Limits
-    ) -> None:
-        self.ws = ws
-        self.transport = transport
-        self.eio_sid = eio_sid
-        self.out: list[bytes] = []
-        self.closing = False
-        self.max_bytes = limits.outbox_max_bytes
-        self.max_frames = limits.outbox_max_frames
-
-
 class SioSocket:
     """An authenticated `/events` connection."""
 
@@ -81,66 +66,8 @@ class SioSocket:
         self.eio_sid = eio_sid
         self.claims = claims
         self.projects = projects  # None: every project's events
-        self.link: _Link | None = None  # set once frames may be written directly
+        self.link: Link | None = None  # set once frames may be written directly
         self.closing = False
-
-
-class _WebSocket:
-    """Stands in for engineio's aiohttp `WebSocket`: Engine.IO's frames go through the outbox.
-
-    Writing a broadcast straight to the transport while engineio's writer task also writes
-    would reorder frames; with one queue per socket they stay in order, and engineio's writer
-    costs nothing more than a list append per packet.
-    """
-
-    def __init__(self, endpoint: "SocketIOEndpoint", handler: Any, server: Any) -> None:
-        self._endpoint = endpoint
-        self.handler = handler
-        self.server = server
-        self._sock: web.WebSocketResponse | None = None
-        self._link: _Link | None = None
-        self.environ: dict[str, Any] = {}
-
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        request: web.Request = environ["aiohttp.request"]
-        # No permessage-deflate: a compressor per socket costs more memory than it saves.
-        ws = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
-        await ws.prepare(request)
-        assert request.transport is not None
-        self._sock, self.environ = ws, environ
-        eio_sid: str = self.handler.__self__.sid
-        link = self._link = _Link(ws, request.transport, eio_sid, self._endpoint.limits)
-        self._endpoint.links[eio_sid] = link
-        try:
-            await self.handler(self)
-        finally:
-            link.closing = True
-            if self._endpoint.links.get(eio_sid) is link:
-                del self._endpoint.links[eio_sid]
-        return ws
-
-    async def send(self, message: str | bytes) -> None:
-        link, ws = self._link, self._sock
-        assert link is not None and ws is not None
-        if isinstance(message, str):
-            self._endpoint.outbox.push(link, text_frame(message.encode()))
-        else:  # binary attachments: rare, written after what is queued
-            self._endpoint.outbox.flush_peer(link)
-            await ws.send_bytes(message)
-
-    async def close(self) -> None:
-        if self._link is not None:
-            self._endpoint.outbox.flush_peer(self._link)
-            self._link.closing = True
-        if self._sock is not None:
-            await self._sock.close()
-
-    async def wait(self) -> str | bytes:
-        assert self._sock is not None
-        msg = await self._sock.receive()
-        if not isinstance(msg.data, str | bytes):
-            raise OSError()  # engineio's signal for "closed"
-        return msg.data
 
 
 class SocketIOEndpoint:
@@ -160,20 +87,21 @@ class SocketIOEndpoint:
             logger=False,
             engineio_logger=False,
         )
+        self.outbox = Outbox(self._on_overflow)
+        self.links: dict[str, Link] = {}  # Engine.IO sid -> its WebSocket
         eio = self.sio.eio
         # A copy: the driver table is shared by every engineio server of the process.
-        eio._async = {**eio._async, "websocket": functools.partial(_WebSocket, self)}
-        self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
-        self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        websocket = functools.partial(OutboxWebSocket, self.links, self.outbox, self.limits)
+        eio._async = {**eio._async, "websocket": websocket}
         self._handle_eio_disconnect = eio.handlers["disconnect"]
         eio.on("disconnect", self._on_eio_disconnect)
+        self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
+        self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
         # TODO(issue 3): the preview-room:* events (spec §3) go here, backed by the rooms
         # service: open-playlist/close-playlist/join/leave/room-updated and the relays.
-        self.outbox = Outbox(self._on_overflow)
-        self.links: dict[str, _Link] = {}  # Engine.IO sid -> its WebSocket
         self.sockets: dict[str, SioSocket] = {}  # Socket.IO sid -> authenticated socket
         self._by_user: dict[str, set[SioSocket]] = {}
-        self._direct: dict[_Link, None] = {}  # written through the outbox
+        self._direct: dict[Link, None] = {}  # written through the outbox
         self._queued: dict[SioSocket, None] = {}  # through Engine.IO's queue, for now
         self._scoped: dict[SioSocket, None] = {}  # project-scoped: checked event by event
         self._node: GatewayNode | None = None
@@ -317,7 +245,7 @@ class SocketIOEndpoint:
 
     def _on_overflow(self, peer: Peer) -> None:
         self.slow_consumers += 1
-        link = cast(_Link, peer)
+        link = cast(Link, peer)
         log.warning("slow socket.io consumer disconnected", extra={"eio_sid": link.eio_sid})
         link.closing = True
         link.transport.abort()
@@ -426,7 +354,7 @@ class SocketIOEndpoint:
             sent += self.outbox.broadcast(self._direct, frame)
         for sock in promoted:  # after the broadcast: they have this event already
             del self._queued[sock]
-            self._direct[cast(_Link, sock.link)] = None
+            self._direct[cast(Link, sock.link)] = None
         for sock in self._scoped:
             allowed = project is None or project in cast(frozenset[str], sock.projects)
             if allowed and sock.sid not in skip and self._send_one(sock, frame, packet):
@@ -451,7 +379,7 @@ class SocketIOEndpoint:
             eio.queue.put_nowait(packet)
         return True
 
-    def _sid_of(self, link: _Link) -> str:
+    def _sid_of(self, link: Link) -> str:
         return cast(str, self.sio.manager.sid_from_eio_sid(link.eio_sid, NAMESPACE))
 
     # -- cluster statistics ----------------------------------------------------------------
