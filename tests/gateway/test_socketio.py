@@ -344,3 +344,41 @@ async def test_bridge_can_be_turned_off_or_moved(start_gateway, listen, redis):
     assert await b.next() == ("moved", 1)
     assert await a.next() == ("done", 0)
     assert await b.next() == ("done", 0)
+
+
+async def test_a_stalled_socketio_reader_is_dropped_while_the_others_get_everything(
+    start_gateway, listen, make_token
+):
+    from tests.gateway.wsclients import OP_TEXT, RawWebSocket
+
+    gw = await start_gateway(GATEWAY_OUTBOX_MAX_BYTES=str(256 * 1024))
+    endpoint = gw.app[socketio_key]
+    stalled = await RawWebSocket.open(
+        gw.http.port,
+        "/socket.io/?EIO=4&transport=websocket",
+        token=make_token("stalled"),
+        rcvbuf=4096,
+    )
+    try:
+        assert (await stalled.recv_frame())[1][:1] == b"0"  # Engine.IO OPEN
+        await stalled.send_frame(OP_TEXT, b"40/events,")
+        assert (await stalled.recv_frame())[1].startswith(b"40/events,")
+        healthy = [await listen(gw, f"user{i}") for i in range(20)]
+        pad = "x" * 65536
+        for n in range(60):
+            await publish(gw, "task:update", {"n": n, "pad": pad})
+        for listener in healthy:
+            assert [(await listener.next())[1]["n"] for _ in range(60)] == list(range(60))
+        await wait_until(lambda: endpoint.slow_consumers == 1, what="stalled reader dropped")
+        await wait_until(lambda: len(endpoint.sockets) == 20, what="its socket forgotten")
+    finally:
+        stalled.close()
+
+
+async def test_connections_per_user_are_limited(start_gateway, listen):
+    gw = await start_gateway(GATEWAY_MAX_CONNECTIONS_PER_USER="2")
+    await listen(gw, "alice")
+    await listen(gw, "alice")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await listen(gw, "alice")
+    await listen(gw, "bob")
