@@ -4,8 +4,8 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import uvloop
 from aiohttp import web
@@ -13,6 +13,8 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from .errors import BadRequest, InternalError, NotAvailable, ServiceError
+from .logging import configure_logging
+from .settings import load
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,38 @@ def add_health_routes(app: web.Application, ready: ReadyCheck) -> None:
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+
+
+class ServiceSettings(Protocol):
+    """What every service's settings carry for its entry point."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def shutdown_timeout_s(self) -> float: ...
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def log_json(self) -> bool: ...
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def serve(
+    from_env: Callable[[Mapping[str, str]], S], create_app: Callable[[S], web.Application]
+) -> None:
+    """A service's `__main__`: settings (one line and exit on a bad one) -> logging -> serve."""
+    settings = load(from_env)
+    configure_logging(settings.log_level, json_output=settings.log_json)
+    run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+    )
 
 
 def run(app: web.Application, *, host: str, port: int, shutdown_timeout_s: float) -> None:
