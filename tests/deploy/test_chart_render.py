@@ -7,6 +7,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.deploy.chartkit import (
     CHART,
@@ -394,6 +395,9 @@ def test_everything_on_has_every_optional_object(tmp_path: Path) -> None:
     assert dashboard["data"]["switchboard.json"] == (
         CHART / "dashboards/switchboard.json"
     ).read_text().rstrip("\n")
+    rule = one(docs, "PrometheusRule", FULL)
+    alerts = yaml.safe_load((CHART / "rules/alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]  # the file as it is, Prometheus templates too
     monitor = one(docs, "ServiceMonitor", FULL)
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
