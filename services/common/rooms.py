@@ -9,6 +9,8 @@ MAXLEN ~ `STREAM_MAXLEN`) with one field `c`, a JSON object:
     {"op": "join" | "leave" | "get" | "update", "room": "<id>", "conn": "<connection id>",
      "user": "<user id>", "gw": "<gateway node id>", "req": "<request id>",
      "state"?: {...}      join: the initial state, used only when the join creates the room,
+     "reset"?: true       join: also use `state` when the room exists but has no members
+                          (a room nobody is in starts afresh, as Zou's preview rooms),
      "ttl"?: ms           join: heartbeat deadline of this member (default 10 s),
      "patch"?: {...}      update: a JSON merge patch (RFC 7386),
      "version"?: int      update: the version the patch was written against (else: applied to
@@ -121,6 +123,7 @@ class RoomCommand:
     version: int | None = None
     ttl_ms: int = DEFAULT_MEMBER_TTL_MS
     info: dict[str, Any] | None = None
+    reset: bool = False
 
     def encode(self) -> str:
         body: dict[str, Any] = {"op": self.op, "room": self.room, "conn": self.conn}
@@ -135,6 +138,8 @@ class RoomCommand:
             body["version"] = self.version
         if self.op == "join":
             body["ttl"] = self.ttl_ms
+            if self.reset:
+                body["reset"] = True
         if self.info:
             body["info"] = self.info
         return dumps(body)
@@ -166,6 +171,7 @@ class RoomCommand:
             version=check_version(body.get("version")),
             ttl_ms=min(max(ttl, MIN_MEMBER_TTL_MS), MAX_MEMBER_TTL_MS),
             info=None if info is None else check_object(info, "info"),
+            reset=body.get("reset") is True,
         )
 
 

@@ -23,6 +23,7 @@ from .connection import ClientConnection
 from .keys import commands_key, node_key
 from .node import GatewayNode
 from .socketio_server import socketio_key
+from .socketio_stats import cluster_connections
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -221,7 +222,7 @@ async def stats(request: web.Request) -> web.Response:
     local, local_sio = len(node.connections), len(endpoint.sockets)
     try:
         total, nodes = await node.cluster_connections()
-        total_sio = await endpoint.cluster_connections()
+        total_sio = await cluster_connections(endpoint)
     except RedisError:
         total, nodes, total_sio = local, 1, local_sio
     return web.json_response(

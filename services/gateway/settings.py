@@ -52,6 +52,9 @@ class ZouSettings:
     # Zou sends every event to every user; with this on, a token listing `projects` only
     # receives the events of those projects (and events without a project).
     project_scoping: bool = False
+    # Preview rooms: when set, Zou's REST API (`GET {url}/data/playlists/{id}` with the user's
+    # token) says who may open or join a room; else every authenticated user may.
+    room_access_url: str = ""
 
     @classmethod
     def from_env(cls, env: Env) -> "ZouSettings":
@@ -59,6 +62,7 @@ class ZouSettings:
             bridge=env.get("ZOU_BRIDGE", parse_bool, True),
             bridge_channel=env.get("ZOU_BRIDGE_CHANNEL", str, "flask-socketio"),
             project_scoping=env.get("ZOU_PROJECT_SCOPING", parse_bool, False),
+            room_access_url=env.get("ROOM_ACCESS_URL", str, ""),
         )
 
 

@@ -39,7 +39,9 @@ from .engineio_ws import Link, OutboxWebSocket
 from .hub import Outbox, Peer
 from .keys import node_key
 from .node import GatewayNode
+from .preview_rooms import PreviewRooms
 from .settings import GatewaySettings
+from .socketio_stats import report
 from .wire import text_frame
 from .zou import BridgeError, ZouEmit, decode_emit
 
@@ -57,17 +59,30 @@ _EVENT_HEAD = b"2" + NAMESPACE.encode() + b",["  # Socket.IO EVENT packet for /e
 class SioSocket:
     """An authenticated `/events` connection."""
 
-    __slots__ = ("claims", "closing", "eio_sid", "link", "projects", "sid")
+    __slots__ = (
+        "claims",
+        "closing",
+        "eio_sid",
+        "joined",
+        "link",
+        "opened",
+        "projects",
+        "sid",
+        "token",
+    )
 
     def __init__(
-        self, sid: str, eio_sid: str, claims: Claims, projects: frozenset[str] | None
+        self, sid: str, eio_sid: str, claims: Claims, projects: frozenset[str] | None, token: str
     ) -> None:
         self.sid = sid
         self.eio_sid = eio_sid
         self.claims = claims
+        self.token = token  # the handshake's: Zou checks room access with it
         self.projects = projects  # None: every project's events
         self.link: Link | None = None  # set once frames may be written directly
         self.closing = False
+        self.opened: set[str] = set()  # preview rooms whose broadcasts it receives
+        self.joined: set[str] = set()  # preview rooms it is in (`people`)
 
 
 class SocketIOEndpoint:
@@ -97,8 +112,6 @@ class SocketIOEndpoint:
         eio.on("disconnect", self._on_eio_disconnect)
         self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
         self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
-        # TODO(issue 3): the preview-room:* events (spec §3) go here, backed by the rooms
-        # service: open-playlist/close-playlist/join/leave/room-updated and the relays.
         self.sockets: dict[str, SioSocket] = {}  # Socket.IO sid -> authenticated socket
         self._by_user: dict[str, set[SioSocket]] = {}
         self._direct: dict[Link, None] = {}  # written through the outbox
@@ -112,6 +125,7 @@ class SocketIOEndpoint:
         self.events_sent = 0
         self.bridge_errors = 0
         self.slow_consumers = 0
+        self.previews = PreviewRooms(self)  # the preview-room:* events (spec §3)
 
     @property
     def node(self) -> GatewayNode:
@@ -133,9 +147,12 @@ class SocketIOEndpoint:
         control = keys.control.encode()
         bridge = self.settings.zou.bridge_channel.encode() if self.settings.zou.bridge else None
         downstream = node.subscriber.on_message
+        previews = self.previews.on_message
 
         def on_message(channel: bytes, data: bytes) -> None:
-            if channel == self._zou_key:
+            if previews(channel, data):
+                pass  # a preview room's; the rooms' pushes may have native members too
+            elif channel == self._zou_key:
                 self._on_bus_event(data)
             elif channel == bridge:
                 self._on_bridge(data, downstream)
@@ -176,7 +193,7 @@ class SocketIOEndpoint:
         projects, scope = payload.get("projects"), None
         if self.settings.zou.project_scoping and isinstance(projects, list):
             scope = frozenset(str(project) for project in projects)
-        sock = SioSocket(sid, eio_sid, claims, scope)
+        sock = SioSocket(sid, eio_sid, claims, scope, token)
         self.sockets[sid] = sock
         self._by_user.setdefault(claims.user, set()).add(sock)
         (self._queued if scope is None else self._scoped)[sock] = None
@@ -198,6 +215,7 @@ class SocketIOEndpoint:
 
     def _forget(self, sock: SioSocket) -> None:
         sock.closing = True
+        self.previews.forget(sock)
         self._queued.pop(sock, None)
         self._scoped.pop(sock, None)
         if sock.link is not None:
@@ -341,7 +359,7 @@ class SocketIOEndpoint:
         packet = eio_packet.Packet(eio_packet.MESSAGE, data=body.decode())
         sent, promoted = 0, []
         for sock in self._queued:
-            if sock.sid not in skip and self._send_one(sock, frame, packet):
+            if sock.sid not in skip and self.send_one(sock, frame, packet):
                 sent += 1
             if sock.link is not None:
                 promoted.append(sock)
@@ -357,11 +375,11 @@ class SocketIOEndpoint:
             self._direct[cast(Link, sock.link)] = None
         for sock in self._scoped:
             allowed = project is None or project in cast(frozenset[str], sock.projects)
-            if allowed and sock.sid not in skip and self._send_one(sock, frame, packet):
+            if allowed and sock.sid not in skip and self.send_one(sock, frame, packet):
                 sent += 1
         self.events_sent += sent
 
-    def _send_one(self, sock: SioSocket, frame: bytes, packet: Any) -> bool:
+    def send_one(self, sock: SioSocket, frame: bytes, packet: Any) -> bool:
         if sock.link is not None:
             self.outbox.push(sock.link, frame)
             return True
@@ -381,35 +399,6 @@ class SocketIOEndpoint:
 
     def _sid_of(self, link: Link) -> str:
         return cast(str, self.sio.manager.sid_from_eio_sid(link.eio_sid, NAMESPACE))
-
-    # -- cluster statistics ----------------------------------------------------------------
-
-    @property
-    def _nodes_key(self) -> str:
-        return f"{self.node.keys.nodes}:socketio"  # beside the node's own report
-
-    async def report(self) -> None:
-        """Publish this process's Socket.IO connection count; runs until cancelled."""
-        redis, interval = self.node.redis, self.settings.node_report_s
-        try:
-            while True:
-                stats = {"connections": len(self.sockets), "ts": time.time()}
-                await redis.hset(self._nodes_key, self.node.id, json.dumps(stats))
-                await asyncio.sleep(interval)
-        finally:
-            if self.node.shutting_down:
-                await redis.hdel(self._nodes_key, self.node.id)
-
-    async def cluster_connections(self) -> int:
-        """Authenticated Socket.IO connections across the live gateways."""
-        nodes = cast(dict[bytes, bytes], await self.node.redis.hgetall(self._nodes_key))
-        stale_after = 3 * self.settings.node_report_s + 1
-        now, own = time.time(), self.node.id.encode()
-        total = len(self.sockets)
-        for node, raw in nodes.items():
-            if node != own and now - json.loads(raw)["ts"] <= stale_after:
-                total += json.loads(raw)["connections"]
-        return total
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -453,7 +442,8 @@ def setup_socketio(app: web.Application, settings: GatewaySettings) -> None:
     endpoint.sio.attach(app)
     app.cleanup_ctx.append(_endpoint_ctx)
     app.cleanup_ctx.append(supervised("socketio-sweep", lambda a: a[socketio_key].sweep()))
-    app.cleanup_ctx.append(supervised("socketio-report", lambda a: a[socketio_key].report()))
+    app.cleanup_ctx.append(supervised("socketio-report", lambda a: report(a[socketio_key])))
+    app.cleanup_ctx.append(supervised("socketio-rooms", lambda a: a[socketio_key].previews.renew()))
     app.on_shutdown.append(endpoint.close_all)
 
 
@@ -464,3 +454,4 @@ async def _endpoint_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await endpoint.sio.shutdown()  # engineio's background task
+        await endpoint.previews.access.close()

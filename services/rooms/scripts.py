@@ -83,7 +83,8 @@ end
 """.replace("DONE_WINDOW_MS", str(DONE_WINDOW_MS))
 
 # ARGV: now, room, room JSON, conn, user, ttl ms, initial state JSON, entry, push channel,
-# reply channel, req JSON, idle ms, max rooms, info JSON ('' = none). Returns {status, version}.
+# reply channel, req JSON, idle ms, max rooms, info JSON ('' = none), reset ('1': the initial
+# state also replaces the state of a room without members). Returns {status, version}.
 JOIN_LUA = (
     _COMMON
     + """
@@ -97,17 +98,19 @@ if created then
   end
   redis.call('HSET', K_ROOM, 'state', ARGV[7], 'version', 0, 'created', now)
 end
+local reset = not created and ARGV[15] == '1' and redis.call('ZCARD', K_MEMBERS) == 0
+if reset then redis.call('HSET', K_ROOM, 'state', ARGV[7]) end
 local added = redis.call('ZADD', K_MEMBERS, now + tonumber(ARGV[6]), ARGV[4]) == 1
 local version = tonumber(redis.call('HGET', K_ROOM, 'version'))
 local body = ''
-if added or created then
+if added or created or reset then
   version = bump(now)
   if added then
     redis.call('HSET', K_CONNS, ARGV[4], ARGV[5])
     if ARGV[14] ~= '' then redis.call('HSET', K_INFO, ARGV[4], ARGV[14]) end
     redis.call('ZADD', K_PEOPLE, 'NX', version, ARGV[5])
   end
-  body = created and (',"state":' .. ARGV[7]) or ',"patch":{}'
+  body = (created or reset) and (',"state":' .. ARGV[7]) or ',"patch":{}'
 end
 done(ARGV[8], now)
 settle(room, now, tonumber(ARGV[12]))

@@ -97,6 +97,7 @@ class RoomStore:
                 self.limits.idle_ttl_ms,
                 self.limits.max_rooms,
                 dumps(cmd.info) if cmd.info else "",
+                "1" if cmd.reset else "",
             ],
         )
         if status == b"limit":
