@@ -47,6 +47,7 @@ class ClientConnection:
     __slots__ = (
         "__weakref__",
         "claims",
+        "close_code",
         "closing",
         "id",
         "last_seen",
@@ -77,6 +78,7 @@ class ClientConnection:
         self.outbox = outbox
         self.out: list[bytes] = []
         self.closing = False
+        self.close_code: int | None = None  # the code the server closed with, for /metrics
         self.max_bytes = limits.outbox_max_bytes
         self.max_frames = limits.outbox_max_frames
         self.limiter = TokenBucket(limits.commands_per_s, limits.command_burst)
@@ -125,6 +127,7 @@ class ClientConnection:
             )
         )
         self.closing = True
+        self.close_code = int(code)
         self.outbox.flush_peer(self)
         _spawn(self._close(code, reason))
 

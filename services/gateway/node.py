@@ -194,7 +194,9 @@ class GatewayNode:
     async def detach(self, conn: ClientConnection) -> None:
         """Forget a closed connection everywhere: hub, presence, registry."""
         conn.closing = True
-        code = conn.ws.close_code or 1006  # 1006: the peer vanished without a close frame
+        # The server's own code when it closed (the peer's reply may carry another, e.g. 1000);
+        # else the peer's; 1006 when the peer vanished without a close frame.
+        code = conn.close_code or conn.ws.close_code or 1006
         self.close_codes[code] = self.close_codes.get(code, 0) + 1
         self.connections.pop(conn.id, None)
         users = self.by_user.get(conn.user)
