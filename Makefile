@@ -20,7 +20,7 @@ HELM_STAMP := $(TOOLS)/.helm-$(HELM_NPM_VERSION)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-deps:  ## system packages: redis-server and haproxy through apt when they are not on PATH
+deps:  ## system packages: redis-server, haproxy, prometheus (promtool) through apt when they are not on PATH
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server with apt"; \
 		$(SUDO) apt-get update -qq && \
@@ -29,6 +29,10 @@ deps:  ## system packages: redis-server and haproxy through apt when they are no
 		echo "installing haproxy with apt"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq haproxy >/dev/null; }
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+		echo "installing prometheus (and promtool) with apt"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
