@@ -68,9 +68,10 @@ _SERVER_OPTIONS: Final = (
     "observe layer4 error-limit 1 on-error mark-down",
 )
 
-# Timeouts: `connect` is also the pause before a retry (haproxy waits min(connect, 1 s)), short
-# since every server is local; `tunnel` applies once a WebSocket is upgraded (the gateway pings
-# every 25 s, so it only has to be longer than that); `server` covers a long-poll (25 s).
+# Timeouts: `connect` is also the pause before a retry (haproxy waits min(connect, 1 s)): short,
+# since every server is local and a refused connection should move on to another replica at once;
+# `tunnel` applies once a WebSocket is upgraded (the gateway pings every 25 s, so it only has to be
+# longer than that); `server` covers a long-poll (25 s).
 _TEMPLATE: Final = Template(
     """\
 # Rendered by deploy/local/haproxy.py for the local cluster; rewritten at every start.
@@ -83,9 +84,12 @@ defaults
     log global
     option httplog
     option dontlognull
+    # a new server connection per request: a replica that stops cannot close an idle one just as
+    # haproxy reuses it (its client would see the request fail)
+    option http-server-close
     option redispatch 1
     retries 3
-    timeout connect 500ms
+    timeout connect 200ms
     timeout client 60s
     timeout server 60s
     timeout http-request 10s

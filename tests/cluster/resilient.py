@@ -13,6 +13,7 @@ publish that failed (502/503 or a broken connection while a gateway goes away).
 import asyncio
 import contextlib
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,12 @@ class Session:
     recovered: int = 0  # publications the subscribe reply carried
     close_code: int | None = None
     reconnect_s: float | None = None  # from the previous close to this subscribe's reply
+    backoff_s: float = 0.0  # of which waited on purpose
+
+    @property
+    def handshake_s(self) -> float | None:
+        """Connect and subscribe through haproxy: the reconnect minus the backoff."""
+        return None if self.reconnect_s is None else self.reconnect_s - self.backoff_s
 
 
 @dataclass
@@ -50,7 +57,10 @@ class ResilientSubscriber:
     url: str  # haproxy's base URL
     token: str
     channel: str
-    backoff_initial_s: float = 0.05
+    # Waited (with jitter) before every attempt, the first included, as client libraries do so
+    # that the clients of a dead gateway do not all come back at once; publications go on
+    # meanwhile, and history must fill the gap.
+    backoff_initial_s: float = 0.1
     backoff_max_s: float = 1.0
     give_up_after_s: float = 20.0  # a reconnect that takes longer fails the test
 
@@ -116,18 +126,20 @@ class ResilientSubscriber:
             self.offset = message["offset"]
 
     async def _reconnect(self, closed_at: float) -> aiohttp.ClientWebSocketResponse:
-        delay = self.backoff_initial_s
+        delay, waited = self.backoff_initial_s, 0.0
         while True:
+            pause = random.uniform(delay, 2 * delay)  # the backoff, with jitter
+            await asyncio.sleep(pause)
+            delay, waited = min(delay * 2, self.backoff_max_s), waited + pause
             try:
                 ws = await self._subscribe(since={"offset": self.offset, "epoch": self.epoch})
             except (aiohttp.ClientError, TimeoutError, ConnectionError):
                 self.failed_attempts += 1
                 if time.monotonic() - closed_at > self.give_up_after_s:
                     raise
-                await asyncio.sleep(delay)  # backoff between attempts, as a client library does
-                delay = min(delay * 2, self.backoff_max_s)
                 continue
             self.sessions[-1].reconnect_s = time.monotonic() - closed_at
+            self.sessions[-1].backoff_s = waited
             return ws
 
     async def _subscribe(self, since: dict[str, str] | None) -> aiohttp.ClientWebSocketResponse:
