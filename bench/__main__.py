@@ -18,6 +18,8 @@ from redis.asyncio import Redis
 
 from . import report
 from .harness import ROOT, RedisServer, raise_nofile, split_cores
+from .rooms import RoomsSpec, rooms_run
+from .sio import sio_target
 from .targets import TARGETS, Target
 from .workloads import (
     OTHER_LOAD_LIMIT,
@@ -30,7 +32,9 @@ from .workloads import (
     latency,
 )
 
-WORKLOADS = ("busy", "channels", "latency", "idle")
+WORKLOADS = ("busy", "channels", "latency", "idle", "sio", "rooms")
+# Workloads only one system can run, and why the others are not measured.
+ONLY = {"rooms": ("switchboard", "python-socketio has no rooms service to compare with")}
 RESULTS_PATH = ROOT / "bench" / "results" / "latest.json"
 Runner = Callable[[Target, RedisServer], Awaitable[Result]]
 
@@ -45,11 +49,17 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
     )
     paced = Paced(subscribers=100, rate=100.0, duration_s=d)
     idle = Idle(connections=args.connections)
+    sio = Fanout(subscribers=1000, channels=1, duration_s=d, in_flight=args.sio_in_flight, batch=1)
+    rooms = RoomsSpec(
+        rooms=args.rooms, members=args.room_members, rate=args.rooms_rate, duration_s=d
+    )
     return {
         "busy": lambda t, r: fanout(t, r, busy),
         "channels": lambda t, r: fanout(t, r, channels),
         "latency": lambda t, r: latency(t, r, paced),
         "idle": lambda t, r: idle_memory(t, r, idle),
+        "sio": lambda t, r: fanout(sio_target(t), r, sio),
+        "rooms": lambda t, r: rooms_run(t, r, rooms),
     }
 
 
@@ -88,6 +98,8 @@ async def run(args: argparse.Namespace) -> int:
         "server_cores": sorted(placement.server) if placement else "shared",
         "busy_in_flight": args.busy_in_flight,
         "channels_in_flight": args.channels_in_flight,
+        "sio_in_flight": args.sio_in_flight,
+        "rooms": {"rooms": args.rooms, "members": args.room_members, "rate": args.rooms_rate},
     }
     print()
     print(report.table(results, [t.name for t in targets], labels))
@@ -98,7 +110,8 @@ async def run(args: argparse.Namespace) -> int:
     if "switchboard" in labels:
         print()
         print("targets (switchboard):")
-        for line in report.target_check(results, "switchboard"):
+        peer = next((t.name for t in targets if t.name != "switchboard"), None)
+        for line in report.target_check(results, "switchboard", peer):
             print("  " + line)
     report.write_json(Path(args.json), results, info)
     print(f"\nresults: {args.json}")
@@ -114,6 +127,9 @@ async def measure(
     to `retries` times, and the quietest run is kept (its other load is in the JSON either way).
     """
     why_not = target.available()
+    only = ONLY.get(workload)
+    if only is not None and target.name != only[0]:
+        why_not = only[1]
     if why_not:
         print(f"{workload:>8} {target.label}: skipped ({why_not})", flush=True)
         return why_not
@@ -175,6 +191,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=10_000,
         help="publications in flight across the 1,000 channels",
+    )
+    parser.add_argument(
+        "--sio-in-flight",
+        type=int,
+        default=100,
+        help="events in flight to the 1,000 sockets of /events (each is 1,000 deliveries)",
+    )
+    parser.add_argument("--rooms", type=int, default=20, help="rooms in the rooms run")
+    parser.add_argument("--room-members", type=int, default=50, help="members per room")
+    parser.add_argument(
+        "--rooms-rate", type=float, default=5000.0, help="room updates per second offered"
     )
     parser.add_argument(
         "--shared-cores",

@@ -16,10 +16,15 @@ import uvloop
 from aiohttp import web
 
 
-def create_app(redis_url: str) -> web.Application:
-    """An aiohttp app with the Socket.IO server attached at /socket.io/."""
+def create_app(redis_url: str, channel: str = "socketio") -> web.Application:
+    """An aiohttp app with the Socket.IO server attached at /socket.io/.
+
+    Clients of "/" enter rooms with `subscribe`; every client of "/events" gets the events
+    emitted to that namespace (Zou's event stream). `channel` is the manager's Redis channel:
+    python-socketio's default, or "flask-socketio" where Zou's API publishes.
+    """
     sio = socketio.AsyncServer(
-        client_manager=socketio.AsyncRedisManager(redis_url),
+        client_manager=socketio.AsyncRedisManager(redis_url, channel=channel),
         async_mode="aiohttp",
         transports=["websocket"],
     )
@@ -30,13 +35,17 @@ def create_app(redis_url: str) -> web.Application:
         await sio.enter_room(sid, room)
         return True
 
+    @sio.on("connect", namespace="/events")  # type: ignore[untyped-decorator]
+    async def connect_events(sid: str, environ: dict[str, object], auth: object = None) -> bool:
+        return True
+
     app = web.Application()
     sio.attach(app)
     return app
 
 
-async def serve(host: str, port: int, redis_url: str) -> None:
-    runner = web.AppRunner(create_app(redis_url), handle_signals=False)
+async def serve(host: str, port: int, redis_url: str, channel: str) -> None:
+    runner = web.AppRunner(create_app(redis_url, channel), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096)
     await site.start()
@@ -55,8 +64,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", required=True, help="Redis URL of the manager")
+    parser.add_argument("--channel", default="socketio", help="Redis channel of the manager")
     args = parser.parse_args()
-    uvloop.run(serve(args.host, args.port, args.redis))
+    uvloop.run(serve(args.host, args.port, args.redis, args.channel))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ WORKLOAD_TITLES = {
     "channels": "1,000 channels x 1 subscriber",
     "latency": "latency, 100 subs x 100 pub/s",
     "idle": "{connections:,} idle connections",
+    "sio": "socket.io /events x 1,000 sockets",
+    "rooms": "rooms, 2 gateways, 50 per room",
 }
 
 
@@ -59,14 +61,31 @@ ROWS = [
     Row("latency", "lost", "lost deliveries", False, 0),
     Row("idle", "kb_per_connection", "RSS KB/connection", False, 1),
     Row("idle", "connections_per_s", "connections opened/s (higher is better)", True, 0),
+    Row("sio", "deliveries_per_s", "deliveries/s (higher is better)", True, 0),
+    Row("sio", "cpu_us_per_delivery", "server CPU us/delivery", False, 2),
+    Row("sio", "lost", "lost deliveries", False, 0),
+    Row("rooms", "updates_per_s", "room updates/s (higher is better)", True, 0),
+    Row("rooms", "pushes_per_s", "pushes received/s (higher is better)", True, 0),
+    Row("rooms", "p50_ms", "p50 update-to-receive ms", False, 2),
+    Row("rooms", "p99_ms", "p99 update-to-receive ms", False, 2),
+    Row("rooms", "max_ms", "max update-to-receive ms", False, 2),
+    Row("rooms", "gateways_cpu_us_per_update", "2 gateways' CPU us/update", False, 1),
+    Row("rooms", "rooms_cpu_us_per_update", "rooms service CPU us/update", False, 1),
+    Row("rooms", "redis_cpu_us_per_update", "redis CPU us/update", False, 1),
+    Row("rooms", "lost", "lost pushes", False, 0),
 ]
 
-# The issue's targets for Switchboard: (workload, metric, limit, lower is the goal).
+# The issue's targets for Switchboard: (workload, metric, limit, text, kind). Kind "max": the
+# figure must not exceed the limit; "min": must reach it; "ratio": Switchboard's figure divided
+# by the peer's must reach it.
 TARGETS = [
-    ("busy", "cpu_us_per_delivery", 1.0, "<= 1 us server CPU per delivery, busy channel"),
-    ("channels", "cpu_us_per_publication", 12.0, "<= 12 us server CPU per publication"),
-    ("latency", "p99_ms", 5.0, "p99 < 5 ms at 10,000 deliveries/s"),
-    ("idle", "kb_per_connection", 12.0, "<= 12 KB RSS per idle connection"),
+    ("busy", "cpu_us_per_delivery", 1.0, "<= 1 us server CPU per delivery, busy channel", "max"),
+    ("channels", "cpu_us_per_publication", 12.0, "<= 12 us server CPU per publication", "max"),
+    ("latency", "p99_ms", 5.0, "p99 < 5 ms at 10,000 deliveries/s", "max"),
+    ("idle", "kb_per_connection", 12.0, "<= 12 KB RSS per idle connection", "max"),
+    ("sio", "deliveries_per_s", 2.0, ">= 2x python-socketio's deliveries/s on /events", "ratio"),
+    ("rooms", "updates_per_s", 5000.0, ">= 5,000 room updates/s", "min"),
+    ("rooms", "p99_ms", 10.0, "room update p99 < 10 ms", "max"),
 ]
 
 
@@ -131,14 +150,19 @@ def notes(results: Results, labels: dict[str, str]) -> list[str]:
     return lines
 
 
-def target_check(results: Results, system: str) -> list[str]:
+def target_check(results: Results, system: str, peer: str | None = None) -> list[str]:
     lines = []
-    for workload, metric, limit, text in TARGETS:
+    for workload, metric, limit, text, kind in TARGETS:
         got = value(results.get(workload, {}).get(system), metric)
         if got is None:
             continue
-        verdict = "met" if got <= limit else "MISSED"
-        lines.append(f"{text}: {got:.2f} -> {verdict}")
+        if kind == "ratio":
+            theirs = value(results.get(workload, {}).get(peer or ""), metric)
+            if not theirs:
+                continue
+            got /= theirs
+        met = got <= limit if kind == "max" else got >= limit
+        lines.append(f"{text}: {got:.2f} -> {'met' if met else 'MISSED'}")
     return lines
 
 

@@ -302,6 +302,10 @@ class SwitchboardTarget(Target):
         return f"{BENCH_NAMESPACE}:room{index}"
 
     def start(self, redis_url: str) -> ServerProcess:
+        return self.start_gateway(redis_url, self.name)
+
+    def start_gateway(self, redis_url: str, name: str) -> ServerProcess:
+        """One gateway process; several may share Redis (`name` names its log file)."""
         port = free_port()
         env = {
             "REDIS_URL": redis_url,
@@ -311,7 +315,7 @@ class SwitchboardTarget(Target):
             "LOG_LEVEL": "WARNING",
             "SWITCHBOARD_CHANNELS": str(self.config_path),
         }
-        server = ServerProcess(self.name, python_argv("-m", "services.gateway"), port, env)
+        server = ServerProcess(name, python_argv("-m", "services.gateway"), port, env)
         server.start()
         return server
 

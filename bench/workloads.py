@@ -9,7 +9,7 @@ delivery is counted per subscriber, so a loss shows up as a shortfall, not as a 
 import asyncio
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +42,13 @@ class Meter:
     what else took the machine's CPUs meanwhile: other processes (`other_cores`) and the
     hypervisor (`stolen_cores`). Either makes a run noisy when high."""
 
-    def __init__(self, server: ServerProcess, redis: RedisServer) -> None:
+    def __init__(
+        self, server: ServerProcess, redis: RedisServer, others: Mapping[str, int] | None = None
+    ) -> None:
+        """`others`: more processes under test (name -> pid), measured like the server."""
         self.server, self.redis = server, redis
         self._pids = {"server": server.pid, "redis": redis.pid, "client": os.getpid()}
+        self._pids.update(others or {})
         self._start: dict[str, ProcSample] = {}
         self._t0 = self._busy0 = self._stolen0 = 0.0
         self.cpu_s: dict[str, float] = {}

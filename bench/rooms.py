@@ -1,0 +1,250 @@
+"""Rooms: `room.update` throughput and update-to-receive latency, Switchboard only.
+
+Two gateway processes, the rooms service (`python -m services.rooms`) and Redis, as deployed.
+`rooms` rooms of `members` connections each; member i is in room i % rooms and connects to
+gateway i % 2, so every room has members on both gateways. Every member sends `room.update`
+with a merge patch `{"ts": <send time>}` on one paced schedule (`rate` updates per second in
+total, consecutive updates in different rooms), without waiting for the previous answer; each
+push `{"push":"room",...,"patch":{"ts":...}}` is timed when the socket read that holds it
+returns, in every member (the updater included). An update is counted once the gateway answered
+it; every member must get the push of every answered update of its room.
+
+python-socketio has no rooms service to compare with: the peer's column stays empty.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .harness import RedisServer, ServerProcess, free_port, python_argv
+from .targets import NativeClient, SwitchboardTarget, Target
+from .workloads import (
+    CONNECT_CONCURRENCY,
+    Meter,
+    Result,
+    check_alive,
+    close_all,
+    count_losses,
+    drain,
+    percentile,
+)
+from .wsclient import Tally, open_client, source_ip
+
+GATEWAYS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsSpec:
+    rooms: int
+    members: int  # per room
+    rate: float  # room updates per second, all rooms together
+    duration_s: float
+
+
+class RoomClient(NativeClient):
+    """A member of one room: joins it, sends updates, counts and times the room's patch pushes.
+
+    A delivery is a push whose patch starts with "ts" (`marker`); membership pushes carry
+    `"patch":{}` and are not counted. Replies to `room.join` and `room.update` are control
+    messages: `acked` counts the updates answered, `refused` keeps the errors.
+    """
+
+    marker = b'"patch":{"ts":'
+    probe_at, probe = 11, ord("o")  # {"push":"room" (not "join": j-o-i); replies: {"id":...
+
+    def __init__(self, tally: Tally, path: str, headers: Sequence[tuple[str, str]], room: str):
+        super().__init__(tally, path, headers)
+        self.room = room
+        self.index = 0  # member number: room index % rooms, gateway index % 2
+        self.acked = 0
+        self.refused: list[str] = []
+        self._next_id = 2  # 1 is the join
+
+    def subscribe_frame(self, channel: str) -> str:
+        return json.dumps({"id": 1, "op": "room.join", "room": channel})
+
+    def update(self) -> None:
+        self._next_id += 1
+        ts = time.perf_counter_ns()
+        self.send_text(
+            f'{{"id":{self._next_id},"op":"room.update","room":"{self.room}",'
+            f'"patch":{{"ts":{ts}}}}}'
+        )
+
+    def on_control_message(self, payload: bytes) -> None:
+        for line in payload.splitlines():
+            if line.startswith(b'{"id":1,'):
+                super().on_control_message(line)  # the join's answer
+            elif line.startswith(b'{"id"'):
+                if line.find(b'"error"', 0, 40) >= 0:
+                    self.refused.append(line[:200].decode(errors="replace"))
+                else:
+                    self.acked += 1
+
+
+async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Result:
+    if not isinstance(target, SwitchboardTarget):
+        raise ValueError("rooms are Switchboard's own: python-socketio has no rooms service")
+    rooms = start_rooms_service(target, redis)
+    gateways: list[ServerProcess] = []
+    clients: list[RoomClient] = []
+    try:
+        for n in range(GATEWAYS):
+            gateways.append(target.start_gateway(redis.url, f"switchboard-rooms-gw{n + 1}"))
+        tally = Tally()
+        clients = await _join_all(target, gateways, tally, spec)
+        await _warm_up(clients, tally, spec)
+        others = {f"gateway{n + 1}": g.pid for n, g in enumerate(gateways[1:], 1)}
+        others["rooms"] = rooms.pid
+        meter = Meter(gateways[0], redis, others)
+        return await _paced(meter, [*gateways, rooms], clients, tally, spec)
+    finally:
+        close_all(clients)
+        for gateway in gateways:
+            gateway.stop()
+        rooms.stop()
+
+
+def start_rooms_service(target: SwitchboardTarget, redis: RedisServer) -> ServerProcess:
+    port = free_port()
+    env = {
+        "REDIS_URL": redis.url,
+        "SECRET_KEY": target.secret,
+        "ROOMS_HOST": "127.0.0.1",
+        "ROOMS_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+    service = ServerProcess("switchboard-rooms", python_argv("-m", "services.rooms"), port, env)
+    service.start()
+    return service
+
+
+def _room(i: int, spec: RoomsSpec) -> str:
+    return f"bench-room-{i % spec.rooms}"
+
+
+async def _join_all(
+    target: SwitchboardTarget, gateways: Sequence[ServerProcess], tally: Tally, spec: RoomsSpec
+) -> list[RoomClient]:
+    """Connect every member to its gateway and join its room, a bounded number at a time."""
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    clients: list[RoomClient] = []
+
+    async def one(i: int) -> None:
+        async with gate:
+            headers = [("Authorization", f"Bearer {target.token({'sub': f'u{i}'})}")]
+            client = RoomClient(tally, "/ws", headers, _room(i, spec))
+            client.index = i
+            clients.append(client)
+            port = gateways[i % len(gateways)].port
+            await open_client(client, "127.0.0.1", port, source_ip(i))
+            await client.subscribe(client.room)
+
+    total = spec.rooms * spec.members
+    try:
+        await asyncio.gather(*(one(i) for i in range(total)))
+    except BaseException:
+        close_all(clients)
+        raise
+    clients.sort(key=lambda c: c.index)
+    return clients
+
+
+async def _warm_up(clients: Sequence[RoomClient], tally: Tally, spec: RoomsSpec) -> None:
+    """One update per room, received by all its members, before anything is measured."""
+    tally.reset()
+    first = {c.room: c for c in reversed(clients)}
+    for client in first.values():
+        client.update()
+    if not await drain(tally, len(clients), idle_s=5.0):
+        missing = sum(1 for c in clients if c.count == 0)
+        raise RuntimeError(f"warm-up: {missing} room members got no push of the first update")
+    for client in clients:
+        client.count = client.acked = 0
+    tally.reset()
+
+
+async def _paced(
+    meter: Meter,
+    servers: Sequence[ServerProcess],
+    clients: Sequence[RoomClient],
+    tally: Tally,
+    spec: RoomsSpec,
+) -> Result:
+    # Member k % n sends update k (clients are ordered by index): consecutive updates go to
+    # different rooms, and each member sends rate / n updates per second.
+    n = len(clients)
+    count = int(spec.rate * spec.duration_s)
+    tally.reset(latency=True)
+    meter.start()
+    t0 = time.perf_counter_ns()
+    sent = 0
+    while sent < count:
+        due = min(count, int((time.perf_counter_ns() - t0) * spec.rate / 1e9) + 1)
+        for k in range(sent, due):
+            clients[k % n].update()
+        sent = max(sent, due)
+        await asyncio.sleep(0.001)
+    send_s = (time.perf_counter_ns() - t0) / 1e9
+    answered = await _answers(clients, count)
+    last_answer_ns = time.perf_counter_ns()
+    acked_by_room: dict[str, int] = {}
+    for client in clients:
+        acked_by_room[client.room] = acked_by_room.get(client.room, 0) + client.acked
+    expected_total = sum(acked_by_room.values()) * spec.members
+    drained = await drain(tally, expected_total)
+    meter.stop()
+    elapsed_s = (max(tally.last_ns, last_answer_ns if answered else 0) - t0) / 1e9
+    acked = sum(acked_by_room.values())
+    samples = sorted(tally.latencies_ns or [])
+
+    result = Result()
+    count_losses(clients, lambda i: acked_by_room[clients[i].room], result)
+    if not answered:
+        result.notes.append(f"only {acked} of {count} updates were answered")
+    if not drained:
+        result.notes.append("pushes stopped before every answered update arrived everywhere")
+    refused = [e for c in clients for e in c.refused]
+    if refused:
+        result.notes.append(f"{len(refused)} updates refused, e.g. {refused[0]}")
+    for server in servers[1:]:
+        if not server.alive():
+            result.notes.append(f"{server.name} died")
+    check_alive(servers[0], clients, result)
+    cpu = meter.cpu_s
+    gateways_s = sum(v for k, v in cpu.items() if k == "server" or k.startswith("gateway"))
+    result.metrics = {
+        "updates": acked,
+        "offered_updates_per_s": spec.rate,
+        "sent_updates_per_s": count / send_s,
+        "updates_per_s": acked / elapsed_s,
+        "pushes_per_s": tally.total / elapsed_s,
+        "p50_ms": percentile(samples, 0.50) / 1e6,
+        "p99_ms": percentile(samples, 0.99) / 1e6,
+        "max_ms": (samples[-1] / 1e6) if samples else float("nan"),
+        "gateways_cpu_us_per_update": 1e6 * gateways_s / max(acked, 1),
+        "rooms_cpu_us_per_update": 1e6 * cpu["rooms"] / max(acked, 1),
+        "redis_cpu_us_per_update": 1e6 * cpu["redis"] / max(acked, 1),
+        "gateways_cpu_utilisation": gateways_s / elapsed_s,
+        "rooms_cpu_utilisation": cpu["rooms"] / elapsed_s,
+        "redis_cpu_utilisation": cpu["redis"] / elapsed_s,
+        "client_cpu_utilisation": cpu["client"] / elapsed_s,
+    }
+    meter.check(result)
+    return result
+
+
+async def _answers(clients: Sequence[RoomClient], count: int, idle_s: float = 3.0) -> bool:
+    """Wait until `count` updates were answered; give up once none was answered for `idle_s`."""
+    last, since = -1, time.monotonic()
+    while True:
+        acked = sum(c.acked + len(c.refused) for c in clients)
+        if acked >= count:
+            return True
+        if acked != last:
+            last, since = acked, time.monotonic()
+        elif time.monotonic() - since > idle_s:
+            return False
+        await asyncio.sleep(0.01)
