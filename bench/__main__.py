@@ -51,7 +51,12 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
     idle = Idle(connections=args.connections)
     sio = Fanout(subscribers=1000, channels=1, duration_s=d, in_flight=args.sio_in_flight, batch=1)
     rooms = RoomsSpec(
-        rooms=args.rooms, members=args.room_members, rate=args.rooms_rate, duration_s=d
+        rooms=args.rooms,
+        members=args.room_members,
+        rate=args.rooms_rate,
+        duration_s=d,
+        in_flight=args.rooms_in_flight,
+        paced_rate=args.rooms_paced_rate,
     )
     return {
         "busy": lambda t, r: fanout(t, r, busy),
@@ -99,7 +104,13 @@ async def run(args: argparse.Namespace) -> int:
         "busy_in_flight": args.busy_in_flight,
         "channels_in_flight": args.channels_in_flight,
         "sio_in_flight": args.sio_in_flight,
-        "rooms": {"rooms": args.rooms, "members": args.room_members, "rate": args.rooms_rate},
+        "rooms": {
+            "rooms": args.rooms,
+            "members": args.room_members,
+            "rate": args.rooms_rate,
+            "in_flight": args.rooms_in_flight,
+            "paced_rate": args.rooms_paced_rate,
+        },
     }
     print()
     print(report.table(results, [t.name for t in targets], labels))
@@ -202,6 +213,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--room-members", type=int, default=50, help="members per room")
     parser.add_argument(
         "--rooms-rate", type=float, default=5000.0, help="room updates per second offered"
+    )
+    parser.add_argument(
+        "--rooms-in-flight",
+        type=int,
+        default=100,
+        help="room updates sent but not answered yet, at most (holds back the offered rate "
+        "when the servers fall behind)",
+    )
+    parser.add_argument(
+        "--rooms-paced-rate",
+        type=float,
+        default=100.0,
+        help="then room updates per second of a second, unhurried run (0: none)",
     )
     parser.add_argument(
         "--shared-cores",

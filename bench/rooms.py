@@ -16,7 +16,7 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .harness import RedisServer, ServerProcess, free_port, python_argv
 from .targets import NativeClient, SwitchboardTarget, Target
@@ -39,8 +39,10 @@ GATEWAYS = 2
 class RoomsSpec:
     rooms: int
     members: int  # per room
-    rate: float  # room updates per second, all rooms together
+    rate: float  # room updates per second offered, all rooms together
     duration_s: float
+    in_flight: int  # updates sent but not answered yet, at most
+    paced_rate: float = 0.0  # then a second run at this rate (0: none), for latency alone
 
 
 class RoomClient(NativeClient):
@@ -54,8 +56,16 @@ class RoomClient(NativeClient):
     marker = b'"patch":{"ts":'
     probe_at, probe = 11, ord("o")  # {"push":"room" (not "join": j-o-i); replies: {"id":...
 
-    def __init__(self, tally: Tally, path: str, headers: Sequence[tuple[str, str]], room: str):
+    def __init__(
+        self,
+        tally: Tally,
+        answers: Tally,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        room: str,
+    ) -> None:
         super().__init__(tally, path, headers)
+        self.answers = answers  # updates answered, all members together
         self.room = room
         self.index = 0  # member number: room index % rooms, gateway index % 2
         self.acked = 0
@@ -82,6 +92,10 @@ class RoomClient(NativeClient):
                     self.refused.append(line[:200].decode(errors="replace"))
                 else:
                     self.acked += 1
+                answers = self.answers
+                answers.total += 1
+                answers.last_ns = time.perf_counter_ns()
+                answers.check()
 
 
 async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Result:
@@ -93,13 +107,24 @@ async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Resu
     try:
         for n in range(GATEWAYS):
             gateways.append(target.start_gateway(redis.url, f"switchboard-rooms-gw{n + 1}"))
-        tally = Tally()
-        clients = await _join_all(target, gateways, tally, spec)
-        await _warm_up(clients, tally, spec)
+        tally, answers = Tally(), Tally()
+        clients = await _join_all(target, gateways, tally, answers, spec)
+        await _warm_up(clients, tally, answers)
         others = {f"gateway{n + 1}": g.pid for n, g in enumerate(gateways[1:], 1)}
         others["rooms"] = rooms.pid
+        servers = [*gateways, rooms]
         meter = Meter(gateways[0], redis, others)
-        return await _paced(meter, [*gateways, rooms], clients, tally, spec)
+        result = await _paced(meter, servers, clients, tally, answers, spec)
+        if spec.paced_rate:
+            # The same members at a rate this machine keeps up with: latency without a queue.
+            paced = replace(spec, rate=spec.paced_rate, in_flight=10 * spec.in_flight)
+            quiet = await _paced(meter, servers, clients, tally, answers, paced)
+            for key in ("updates_per_s", "p50_ms", "p99_ms", "max_ms", "other_load_cores"):
+                result.metrics[f"paced_{key}"] = quiet.metrics[key]
+            result.metrics["paced_rate"] = spec.paced_rate
+            result.lost += quiet.lost
+            result.notes.extend(f"at {spec.paced_rate:,.0f} updates/s: {n}" for n in quiet.notes)
+        return result
     finally:
         close_all(clients)
         for gateway in gateways:
@@ -126,7 +151,11 @@ def _room(i: int, spec: RoomsSpec) -> str:
 
 
 async def _join_all(
-    target: SwitchboardTarget, gateways: Sequence[ServerProcess], tally: Tally, spec: RoomsSpec
+    target: SwitchboardTarget,
+    gateways: Sequence[ServerProcess],
+    tally: Tally,
+    answers: Tally,
+    spec: RoomsSpec,
 ) -> list[RoomClient]:
     """Connect every member to its gateway and join its room, a bounded number at a time."""
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -135,7 +164,7 @@ async def _join_all(
     async def one(i: int) -> None:
         async with gate:
             headers = [("Authorization", f"Bearer {target.token({'sub': f'u{i}'})}")]
-            client = RoomClient(tally, "/ws", headers, _room(i, spec))
+            client = RoomClient(tally, answers, "/ws", headers, _room(i, spec))
             client.index = i
             clients.append(client)
             port = gateways[i % len(gateways)].port
@@ -152,17 +181,25 @@ async def _join_all(
     return clients
 
 
-async def _warm_up(clients: Sequence[RoomClient], tally: Tally, spec: RoomsSpec) -> None:
-    """One update per room, received by all its members, before anything is measured."""
+async def _warm_up(clients: Sequence[RoomClient], tally: Tally, answers: Tally) -> None:
+    """One update per room, answered, and received by all its members, before anything is
+    measured."""
     tally.reset()
+    answers.reset()
     first = {c.room: c for c in reversed(clients)}
     for client in first.values():
         client.update()
+    if not await drain(answers, len(first), idle_s=5.0):
+        raise RuntimeError(f"warm-up: {len(first) - answers.total} updates got no answer")
     if not await drain(tally, len(clients), idle_s=5.0):
         missing = sum(1 for c in clients if c.count == 0)
         raise RuntimeError(f"warm-up: {missing} room members got no push of the first update")
+    refused = [e for c in clients for e in c.refused]
+    if refused:
+        raise RuntimeError(f"warm-up: update refused: {refused[0]}")
     for client in clients:
         client.count = client.acked = 0
+        client.refused.clear()
     tally.reset()
 
 
@@ -171,44 +208,59 @@ async def _paced(
     servers: Sequence[ServerProcess],
     clients: Sequence[RoomClient],
     tally: Tally,
+    answers: Tally,
     spec: RoomsSpec,
 ) -> Result:
     # Member k % n sends update k (clients are ordered by index): consecutive updates go to
-    # different rooms, and each member sends rate / n updates per second.
+    # different rooms, and each member sends at most rate / n updates per second.
     n = len(clients)
-    count = int(spec.rate * spec.duration_s)
+    for client in clients:
+        client.count = client.acked = 0
+        client.refused.clear()
     tally.reset(latency=True)
+    answers.reset()
     meter.start()
     t0 = time.perf_counter_ns()
+    deadline = t0 + int(spec.duration_s * 1e9)
     sent = 0
-    while sent < count:
-        due = min(count, int((time.perf_counter_ns() - t0) * spec.rate / 1e9) + 1)
-        for k in range(sent, due):
-            clients[k % n].update()
-        sent = max(sent, due)
+    while (now := time.perf_counter_ns()) < deadline:
+        due = int((now - t0) * spec.rate / 1e9) + 1  # on the schedule, this many by now
+        room = spec.in_flight - (sent - answers.total)
+        batch = min(due - sent, room)
+        if batch > 0:
+            for k in range(sent, sent + batch):
+                clients[k % n].update()
+            sent += batch
+        elif due > sent:  # behind the schedule: the window is full, wait for an answer
+            left = (deadline - now) / 1e9
+            await answers.wait_for(sent - spec.in_flight + 1, timeout_s=max(left, 0.001))
+            continue
         await asyncio.sleep(0.001)
     send_s = (time.perf_counter_ns() - t0) / 1e9
-    answered = await _answers(clients, count)
-    last_answer_ns = time.perf_counter_ns()
+    answered = await drain(answers, sent, idle_s=3.0)
     acked_by_room: dict[str, int] = {}
     for client in clients:
         acked_by_room[client.room] = acked_by_room.get(client.room, 0) + client.acked
-    expected_total = sum(acked_by_room.values()) * spec.members
-    drained = await drain(tally, expected_total)
-    meter.stop()
-    elapsed_s = (max(tally.last_ns, last_answer_ns if answered else 0) - t0) / 1e9
     acked = sum(acked_by_room.values())
+    drained = await drain(tally, acked * spec.members)
+    meter.stop()
+    elapsed_s = (max(tally.last_ns, answers.last_ns) - t0) / 1e9
     samples = sorted(tally.latencies_ns or [])
 
     result = Result()
     count_losses(clients, lambda i: acked_by_room[clients[i].room], result)
     if not answered:
-        result.notes.append(f"only {acked} of {count} updates were answered")
+        result.notes.append(f"only {answers.total} of {sent} updates were answered")
     if not drained:
         result.notes.append("pushes stopped before every answered update arrived everywhere")
     refused = [e for c in clients for e in c.refused]
     if refused:
         result.notes.append(f"{len(refused)} updates refused, e.g. {refused[0]}")
+    if sent < 0.95 * spec.rate * spec.duration_s:
+        result.notes.append(
+            f"{sent / send_s:,.0f} of the {spec.rate:,.0f} updates/s offered were sent: "
+            f"{spec.in_flight} unanswered updates held the rest back"
+        )
     for server in servers[1:]:
         if not server.alive():
             result.notes.append(f"{server.name} died")
@@ -218,7 +270,7 @@ async def _paced(
     result.metrics = {
         "updates": acked,
         "offered_updates_per_s": spec.rate,
-        "sent_updates_per_s": count / send_s,
+        "sent_updates_per_s": sent / send_s,
         "updates_per_s": acked / elapsed_s,
         "pushes_per_s": tally.total / elapsed_s,
         "p50_ms": percentile(samples, 0.50) / 1e6,
@@ -234,17 +286,3 @@ async def _paced(
     }
     meter.check(result)
     return result
-
-
-async def _answers(clients: Sequence[RoomClient], count: int, idle_s: float = 3.0) -> bool:
-    """Wait until `count` updates were answered; give up once none was answered for `idle_s`."""
-    last, since = -1, time.monotonic()
-    while True:
-        acked = sum(c.acked + len(c.refused) for c in clients)
-        if acked >= count:
-            return True
-        if acked != last:
-            last, since = acked, time.monotonic()
-        elif time.monotonic() - since > idle_s:
-            return False
-        await asyncio.sleep(0.01)
