@@ -14,7 +14,8 @@ emits read from Redis pub/sub (`zou.py`). Each event is encoded once. A WebSocke
 through the gateway's `Outbox` (one write per socket per loop turn), Engine.IO's own packets
 included, so that both keep their order; a socket still on long-polling, or whose Engine.IO
 queue is not empty yet, gets the same Engine.IO packet object through that queue
-(`engineio_ws.py`).
+(`engineio_ws.py`). Zou's preview rooms (`preview-room:*`) are in `preview_rooms.py`, the
+bridge from Zou's own emits in `zou_bridge.py`.
 """
 
 import asyncio
@@ -23,7 +24,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import jwt
@@ -43,17 +44,11 @@ from .preview_rooms import PreviewRooms
 from .settings import GatewaySettings
 from .socketio_stats import report
 from .wire import text_frame
-from .zou import BridgeError, ZouEmit, decode_emit
+from .zou import EVENT_HEAD as _EVENT_HEAD
+from .zou import NAMESPACE, RESERVED_EVENTS, ZOU_CHANNEL, handshake_token, project_of
+from .zou_bridge import ZouBridge
 
 log = logging.getLogger(__name__)
-
-NAMESPACE = "/events"
-ZOU_CHANNEL = "zou:events"
-# Names a Socket.IO client reserves for itself: an event so named would confuse it.
-RESERVED_EVENTS = frozenset(
-    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
-)
-_EVENT_HEAD = b"2" + NAMESPACE.encode() + b",["  # Socket.IO EVENT packet for /events
 
 
 class SioSocket:
@@ -121,11 +116,14 @@ class SocketIOEndpoint:
         self._zou_key = b""
         self._bus_head = b""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._last_warning: dict[str, float] = {}
         self.events_sent = 0
-        self.bridge_errors = 0
         self.slow_consumers = 0
         self.previews = PreviewRooms(self)  # the preview-room:* events (spec §3)
+        self.bridge = ZouBridge(self)  # Zou's own emits
+
+    @property
+    def bridge_errors(self) -> int:
+        return self.bridge.errors
 
     @property
     def node(self) -> GatewayNode:
@@ -155,7 +153,7 @@ class SocketIOEndpoint:
             elif channel == self._zou_key:
                 self._on_bus_event(data)
             elif channel == bridge:
-                self._on_bridge(data, downstream)
+                self.bridge.on_message(data, downstream)
                 return
             elif channel == control:
                 self._on_control(data)
@@ -177,7 +175,7 @@ class SocketIOEndpoint:
         try:
             if node.shutting_down:
                 raise NotAvailable("shutting down")
-            token = _token(environ["aiohttp.request"], auth)
+            token = handshake_token(environ["aiohttp.request"], auth)
             if not token:
                 raise Unauthorized("token missing")
             claims = await node.authenticate(token)
@@ -313,41 +311,8 @@ class SocketIOEndpoint:
             return
         project: str | None = None
         if self._scoped:
-            project = _project_of(json.loads(data))
+            project = project_of(json.loads(data))
         self.fanout(_EVENT_HEAD + event_json + b"," + data + b"]", project)
-
-    def _on_bridge(self, raw: bytes, downstream: Callable[[bytes, bytes], None]) -> None:
-        try:
-            emit = decode_emit(raw, self.host_id)
-        except BridgeError as exc:
-            self.bridge_errors += 1
-            self._warn_once_a_minute(str(exc), "zou bridge message ignored")
-            return
-        if emit is None or emit.event in RESERVED_EVENTS:
-            return
-        if emit.namespace != NAMESPACE or emit.room is not None:
-            # Not a broadcast to /events (a preview room, another namespace): python-socketio
-            # delivers it to whom it concerns in this process.
-            self._spawn(self._emit_locally(emit))
-            return
-        body = json.dumps([emit.event, *emit.args], separators=(",", ":"), ensure_ascii=False)
-        self.fanout(_EVENT_HEAD + body.encode()[1:], emit.project_id, emit.skip_sids)
-        if self.node.hub.subscribers(ZOU_CHANNEL):
-            # Native subscribers of zou:events get it live too (no offset: not in history).
-            data = emit.args[0] if len(emit.args) == 1 else list(emit.args)
-            frame = json.dumps(
-                {"push": "pub", "channel": ZOU_CHANNEL, "event": emit.event, "data": data},
-                separators=(",", ":"),
-                ensure_ascii=False,
-            )
-            downstream(self._zou_key, b"\n" + frame.encode())
-
-    async def _emit_locally(self, emit: ZouEmit) -> None:
-        data = emit.args[0] if len(emit.args) == 1 else tuple(emit.args)
-        skip = list(emit.skip_sids) or None
-        await self.sio.emit(
-            emit.event, data, room=emit.room, skip_sid=skip, namespace=emit.namespace
-        )
 
     def fanout(self, body: bytes, project: str | None, skip: frozenset[str] = frozenset()) -> None:
         """Send one Socket.IO packet (`2/events,[...]`) to every authenticated socket.
@@ -406,30 +371,6 @@ class SocketIOEndpoint:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _warn_once_a_minute(self, reason: str, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last_warning.get(reason, -60.0) >= 60.0:
-            self._last_warning[reason] = now
-            log.warning(message, extra={"reason": reason, "ignored": self.bridge_errors})
-
-
-def _token(request: web.Request, auth: Any) -> str | None:
-    """Zou reads the cookie first, then the header; the `auth` payload is ours."""
-    token = request.cookies.get("access_token_cookie")
-    if token:
-        return token
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
-        return cast(str, auth["token"])
-    return None
-
-
-def _project_of(data: Any) -> str | None:
-    project = data.get("project_id") if isinstance(data, dict) else None
-    return project if isinstance(project, str) else None
 
 
 socketio_key = web.AppKey("socketio", SocketIOEndpoint)

@@ -16,8 +16,17 @@ another server's sockets by sid and are ignored.
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from aiohttp import web
+
+NAMESPACE = "/events"
+ZOU_CHANNEL = "zou:events"
+# Names a Socket.IO client reserves for itself: an event so named would confuse it.
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+EVENT_HEAD = b"2" + NAMESPACE.encode() + b",["  # Socket.IO EVENT packet for /events
 PICKLE_MARK = b"\x80"  # first byte of every pickle of protocol 2 or later
 
 
@@ -88,3 +97,21 @@ def _sids(value: object) -> frozenset[str]:
     if isinstance(value, list) and all(isinstance(sid, str) for sid in value):
         return frozenset(value)
     raise BridgeError("skip_sid must be a sid or a list of sids")
+
+
+def handshake_token(request: web.Request, auth: Any) -> str | None:
+    """Zou reads the cookie first, then the header; the `auth` payload is ours."""
+    token = request.cookies.get("access_token_cookie")
+    if token:
+        return token
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        return cast(str, auth["token"])
+    return None
+
+
+def project_of(data: Any) -> str | None:
+    project = data.get("project_id") if isinstance(data, dict) else None
+    return project if isinstance(project, str) else None
