@@ -172,6 +172,17 @@ def test_rendered_rooms_settings_match_the_values(tmp_path: Path) -> None:
     assert settings.shutdown_timeout_s == 20
 
 
+def test_the_preview_rooms_access_url_is_rendered_only_when_set(tmp_path: Path) -> None:
+    from services.gateway.settings import GatewaySettings
+
+    url = "http://zou.studio.svc/api"
+    values = {"gateway": {"settings": {"roomAccessUrl": url}}}
+    settings = GatewaySettings.from_env(environment(render(values, tmp_path), "gateway", tmp_path))
+    assert settings.zou.room_access_url == url
+    settings = GatewaySettings.from_env(environment(render({}, tmp_path), "gateway", tmp_path))
+    assert settings.zou.room_access_url == ""
+
+
 def test_chart_defaults_are_the_services_defaults(tmp_path: Path) -> None:
     """The chart sets the tuning knobs explicitly; with default values it must not change them."""
     from services.gateway.settings import GatewaySettings

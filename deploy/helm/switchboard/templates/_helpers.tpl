@@ -187,6 +187,10 @@ Names are exactly the ones the services' settings read (tests/deploy checks it).
   value: {{ $s.outboxMaxBytes | int64 | quote }}
 - name: GATEWAY_OUTBOX_MAX_FRAMES
   value: {{ $s.outboxMaxFrames | int64 | quote }}
+{{- if $s.roomAccessUrl }}
+- name: ROOM_ACCESS_URL
+  value: {{ $s.roomAccessUrl | quote }}
+{{- end }}
 {{- end }}
 {{- if eq .component "rooms" }}
 {{- $s := $v.settings }}
