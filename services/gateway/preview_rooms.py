@@ -213,6 +213,7 @@ class PreviewRooms:
         self.access = RoomAccess(endpoint.settings.zou.room_access_url)
         self.audience: dict[str, dict[SioSocket, None]] = {}  # room -> sockets that opened it
         self._channels: dict[bytes, tuple[str, bool]] = {}  # redis channel -> (room, is relay)
+        self._subscribed: dict[str, asyncio.Future[None]] = {}  # room -> both subscriptions
         self._versions: dict[str, int] = {}  # room -> version of the last room-updated sent
         self._tasks: set[asyncio.Task[None]] = set()
         sio, ns = endpoint.sio, "/events"
@@ -261,6 +262,7 @@ class PreviewRooms:
             try:
                 await self._listen(room, sock)
             except (OSError, TimeoutError):
+                self._subscribed.pop(room, None)  # the next open-playlist tries again
                 sock.opened.discard(room)
                 self._forget_audience(room, sock)
                 return
@@ -284,7 +286,14 @@ class PreviewRooms:
         sock.joined.add(room)  # renewed from now on
         try:
             result = await link.call(
-                self._command("join", room, sock, state=encode_state(seed), reset=True)
+                self._command(
+                    "join",
+                    room,
+                    sock,
+                    state=encode_state(seed),
+                    reset=True,
+                    info={"user": sock.claims.user, "client": sock.sid, "via": "socket.io"},
+                )
             )
         except (ServiceError, RedisError) as exc:
             sock.joined.discard(room)
@@ -391,15 +400,20 @@ class PreviewRooms:
         self.endpoint.events_sent += sent
 
     async def _listen(self, room: str, sock: "SioSocket") -> None:
+        """Add `sock` to the room's audience; return once Redis confirmed the subscriptions."""
         socks = self.audience.setdefault(room, {})
         socks[sock] = None
-        push, relay = self._push_key(room), self._relay_key(room)
-        if push in self._channels:
-            return
-        self._channels[push] = (room, False)
-        self._channels[relay] = (room, True)
-        subscriber = self.node.subscriber
-        await asyncio.gather(subscriber.subscribe(push), subscriber.subscribe(relay))
+        subscribed = self._subscribed.get(room)
+        if subscribed is None:
+            push, relay = self._push_key(room), self._relay_key(room)
+            self._channels[push] = (room, False)
+            self._channels[relay] = (room, True)
+            subscriber = self.node.subscriber
+            subscribed = asyncio.ensure_future(
+                _both(subscriber.subscribe(push), subscriber.subscribe(relay))
+            )
+            self._subscribed[room] = subscribed
+        await asyncio.shield(subscribed)
 
     def _forget_audience(self, room: str, sock: "SioSocket") -> None:
         socks = self.audience.get(room)
@@ -410,6 +424,7 @@ class PreviewRooms:
             return
         del self.audience[room]
         self._versions.pop(room, None)
+        self._subscribed.pop(room, None)
         push, relay = self._push_key(room), self._relay_key(room)
         self._channels.pop(push, None)
         self._channels.pop(relay, None)
@@ -431,6 +446,11 @@ class PreviewRooms:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def drain(self) -> None:
+        """Wait for the leaves of closed sockets to be sent (on shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def _send_leaves(self, sock: "SioSocket", rooms: set[str]) -> None:
         try:
             await self.node.rooms.send([self._command("leave", room, sock) for room in rooms])
@@ -447,6 +467,10 @@ class PreviewRooms:
                     members.setdefault(PREFIX + room, []).append(sock.sid)
             await link.renew(members)
             await asyncio.sleep(link.settings.heartbeat_s)
+
+
+async def _both(first: Any, second: Any) -> None:
+    await asyncio.gather(first, second)
 
 
 def _people_body(room: str, people: list[str]) -> str:

@@ -167,6 +167,7 @@ class SocketIOEndpoint:
         eio_sids = list(self.sio.eio.sockets)
         if eio_sids:
             await asyncio.gather(*(self._close_eio(sid) for sid in eio_sids))
+        await self.previews.drain()  # their leaves, before Redis closes
 
     # -- connections -----------------------------------------------------------------------
 

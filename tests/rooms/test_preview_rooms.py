@@ -265,6 +265,10 @@ async def test_presence_is_per_connection_and_a_closed_socket_leaves(gateway, ro
         await wait_until(lambda: bob.events.qsize() >= 2, what="people-updated and room-updated")
         await bob.expect(PEOPLE)
         await bob.expect(UPDATED)
+    status, body = await rooms.api("GET", "/rooms/preview:pl4")
+    assert status == 200, body
+    assert body["people"] == ["alice", "bob"]
+    assert [m["info"]["via"] for m in body["members"]] == ["socket.io"] * 3
     await tab1.client.disconnect()
     # Alice's other tab is still in: she stays.
     assert (await bob.expect(PEOPLE))["people"] == ["alice", "bob"]
