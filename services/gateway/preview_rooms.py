@@ -381,6 +381,12 @@ class PreviewRooms:
             push = json.loads(data[newline + 1 :])
         except ValueError:
             return True
+        if push.get("deleted") or "state" in push:
+            # Deleted, created again or reseeded: versions may start over.
+            self._versions.pop(room, None)
+        if push.get("deleted"):  # by an operator: nobody is in it any more
+            for sock in self.endpoint.sockets.values():
+                sock.joined.discard(room)
         if push.get("deleted") or push.get("patch") == {} or "state" in push:
             self._deliver(room, _people_body(room, push.get("people") or []).encode())
         return True

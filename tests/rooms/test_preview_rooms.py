@@ -345,3 +345,42 @@ async def test_room_access_asks_zou_with_the_users_token_and_refuses_silently(
     await bob.emit("open-playlist", {"playlist_id": "ok1"})
     await bob.expect(PEOPLE)
     assert asked[-1] == ("ok1", "bob")
+
+
+async def test_an_older_room_state_arriving_after_a_newer_one_is_not_sent(gateway, rooms, kitsu):
+    alice = await kitsu(gateway, "alice")
+    await alice.emit("open-playlist", {"playlist_id": "pl7"})
+    await alice.expect(PEOPLE)
+    await alice.emit("join", {**JOIN, "playlist_id": "pl7"})
+    await alice.expect(PEOPLE)
+    await alice.expect(UPDATED)
+    previews = gateway.app[socketio_key].previews
+    relay, version = previews._relay_key("pl7"), previews._versions["pl7"]
+    stale = f'{version - 1}\n["{UPDATED}",{{"current_frame":1}}]'
+    newer = f'{version + 1}\n["{UPDATED}",{{"current_frame":2}}]'
+    await previews.node.redis.publish(relay, stale)
+    await previews.node.redis.publish(relay, newer)
+    assert await alice.expect(UPDATED) == {"current_frame": 2}
+    await alice.nothing()
+
+
+async def test_a_room_deleted_and_created_again_is_followed(gateway, rooms, kitsu):
+    alice = await kitsu(gateway, "alice")
+    await alice.emit("open-playlist", {"playlist_id": "pl8"})
+    await alice.expect(PEOPLE)
+    await alice.emit("join", {**JOIN, "playlist_id": "pl8"})
+    await alice.expect(PEOPLE)
+    await alice.expect(UPDATED)
+    for frame in (1, 2, 3):
+        await alice.emit("room-updated", {**JOIN, "playlist_id": "pl8", "current_frame": frame})
+        await alice.expect(UPDATED)
+    status, body = await rooms.api("DELETE", "/rooms/preview:pl8")
+    assert status == 200, body
+    assert await alice.expect(PEOPLE) == {"people": [], "playlist_id": "pl8", "id": "pl8"}
+    await wait_until(
+        lambda: not gateway.app[socketio_key].sockets[alice.client.get_sid(NS)].joined,
+        what="out of the deleted room",
+    )
+    await alice.emit("join", {**JOIN, "playlist_id": "pl8", "current_frame": 50})
+    await alice.expect(PEOPLE)
+    assert (await alice.expect(UPDATED))["current_frame"] == 50  # version 1 again: still sent
