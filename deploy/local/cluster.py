@@ -30,6 +30,7 @@ import aiohttp
 
 from services.common.children import Child, Policy, RedisChild
 from services.common.children import _die_with_parent as die_with_parent
+from services.common.children import _free_port as free_port
 from services.common.settings import Env, SettingsError, parse_list, parse_port, positive
 from services.common.supervisor import (
     KNOWN_SERVICES,
@@ -129,12 +130,6 @@ class LoggedChild(Child):
     def close_log(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._log_fd)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_in_use(host: str, port: int) -> bool:
