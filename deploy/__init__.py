@@ -1,1 +1,1 @@
-"""Deployment: the Helm chart (`helm/`) and the local cluster behind haproxy (`local/`)."""
+"""Deployment files (the Helm chart, alert rules); `deploy.local` runs the local cluster."""
