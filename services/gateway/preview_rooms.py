@@ -28,7 +28,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[..., Awaitable[None]]  # (socket, *event arguments)
 PREFIX = "preview:"  # rooms service id of a preview room: preview:<playlist id>
 EVENT = "preview-room:"
 RELAYS = (
@@ -217,13 +218,16 @@ class PreviewRooms:
         self._versions: dict[str, int] = {}  # room -> version of the last room-updated sent
         self._tasks: set[asyncio.Task[None]] = set()
         sio, ns = endpoint.sio, "/events"
-        sio.on(EVENT + "open-playlist", self.open_playlist, namespace=ns)
-        sio.on(EVENT + "close-playlist", self.close_playlist, namespace=ns)
-        sio.on(EVENT + "join", self.join, namespace=ns)
-        sio.on(EVENT + "leave", self.leave, namespace=ns)
-        sio.on(EVENT + "room-updated", self.room_updated, namespace=ns)
-        for name in RELAYS:
-            sio.on(EVENT + name, self._relay_handler(EVENT + name), namespace=ns)
+        handlers: dict[str, Handler] = {
+            "open-playlist": self.open_playlist,
+            "close-playlist": self.close_playlist,
+            "join": self.join,
+            "leave": self.leave,
+            "room-updated": self.room_updated,
+        }
+        handlers.update((name, self._relay_handler(EVENT + name)) for name in RELAYS)
+        for name, handler in handlers.items():
+            sio.on(EVENT + name, self._in_order(handler), namespace=ns)
 
     @property
     def node(self) -> "GatewayNode":
@@ -235,9 +239,19 @@ class PreviewRooms:
     def _relay_key(self, room: str) -> bytes:
         return f"{self.node.keys.prefix}:sio:room:{{{room}}}".encode()
 
-    def _socket(self, sid: str) -> "SioSocket | None":
-        sock = self.endpoint.sockets.get(sid)
-        return None if sock is None or sock.closing else sock
+    def _in_order(self, handler: Handler) -> Callable[..., Awaitable[None]]:
+        """One event of a socket after the other: python-socketio runs each in its own task,
+        and Kitsu's annotations (add, update, remove) must reach the others in order."""
+
+        async def run(sid: str, *args: Any) -> None:
+            sock = self.endpoint.sockets.get(sid)
+            if sock is None:
+                return
+            async with sock.lock:  # fair: the tasks queue in the order they started
+                if not sock.closing:
+                    await handler(sock, *args)
+
+        return run
 
     def _command(self, op: str, room: str, sock: "SioSocket", **fields: Any) -> RoomCommand:
         link = self.node.rooms
@@ -253,9 +267,9 @@ class PreviewRooms:
 
     # -- client events ---------------------------------------------------------------------
 
-    async def open_playlist(self, sid: str, data: Any = None, *_: Any) -> None:
-        sock, room = self._socket(sid), _room_of(data, "0")
-        if sock is None or room is None or not await self._allowed(sock, room):
+    async def open_playlist(self, sock: "SioSocket", data: Any = None, *_: Any) -> None:
+        room = _room_of(data, "0")
+        if room is None or not await self._allowed(sock, room):
             return
         if room not in sock.opened:
             sock.opened.add(room)
@@ -268,15 +282,15 @@ class PreviewRooms:
                 return
         await self._publish_people(room, sock)
 
-    async def close_playlist(self, sid: str, data: Any = None, *_: Any) -> None:
-        sock, room = self._socket(sid), _room_of(data, "0")
-        if sock is not None and room is not None and room in sock.opened:
+    async def close_playlist(self, sock: "SioSocket", data: Any = None, *_: Any) -> None:
+        room = _room_of(data, "0")
+        if room is not None and room in sock.opened:
             sock.opened.discard(room)
             self._forget_audience(room, sock)
 
-    async def join(self, sid: str, data: Any = None, *_: Any) -> None:
-        sock, room = self._socket(sid), _room_of(data, "0")
-        if sock is None or room is None or not await self._allowed(sock, room):
+    async def join(self, sock: "SioSocket", data: Any = None, *_: Any) -> None:
+        room = _room_of(data, "0")
+        if room is None or not await self._allowed(sock, room):
             return
         assert isinstance(data, dict)
         link = self.node.rooms
@@ -304,15 +318,17 @@ class PreviewRooms:
             return
         await self._publish_room(room, result, None)
 
-    async def leave(self, sid: str, data: Any = None, *_: Any) -> None:
-        sock, room = self._socket(sid), _room_of(data, "")
-        if sock is not None and room is not None and room in sock.joined:
+    async def leave(self, sock: "SioSocket", data: Any = None, *_: Any) -> None:
+        room = _room_of(data, "")
+        if room is not None and room in sock.joined:
             sock.joined.discard(room)
             await self._send_leaves(sock, {room})
 
-    async def room_updated(self, sid: str, data: Any = None, only_newcomer: Any = False) -> None:
-        sock, room = self._socket(sid), _room_of(data, "0")
-        if sock is None or room is None or room not in sock.joined:
+    async def room_updated(
+        self, sock: "SioSocket", data: Any = None, only_newcomer: Any = False, *_: Any
+    ) -> None:
+        room = _room_of(data, "0")
+        if room is None or room not in sock.joined:
             return
         assert isinstance(data, dict)
         command = self._command("update", room, sock, patch=encode_state(whitelist(data)))
@@ -326,10 +342,10 @@ class PreviewRooms:
             return
         await self._publish_room(room, result, bool(only_newcomer))
 
-    def _relay_handler(self, event: str) -> Callable[..., Any]:
-        async def relay(sid: str, data: Any = None, *_: Any) -> None:
-            sock, room = self._socket(sid), _room_of(data, "")
-            if sock is None or room is None or room not in sock.opened:
+    def _relay_handler(self, event: str) -> Handler:
+        async def relay(sock: "SioSocket", data: Any = None, *_: Any) -> None:
+            room = _room_of(data, "")
+            if room is None or room not in sock.opened:
                 return
             await self._publish(room, "", _dumps([event, data]))
 

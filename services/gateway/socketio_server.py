@@ -60,6 +60,7 @@ class SioSocket:
         "eio_sid",
         "joined",
         "link",
+        "lock",
         "opened",
         "projects",
         "sid",
@@ -78,6 +79,7 @@ class SioSocket:
         self.closing = False
         self.opened: set[str] = set()  # preview rooms whose broadcasts it receives
         self.joined: set[str] = set()  # preview rooms it is in (`people`)
+        self.lock = asyncio.Lock()  # its preview-room events, one after the other
 
 
 class SocketIOEndpoint:

@@ -384,3 +384,18 @@ async def test_a_room_deleted_and_created_again_is_followed(gateway, rooms, kits
     await alice.emit("join", {**JOIN, "playlist_id": "pl8", "current_frame": 50})
     await alice.expect(PEOPLE)
     assert (await alice.expect(UPDATED))["current_frame"] == 50  # version 1 again: still sent
+
+
+async def test_the_events_of_one_socket_reach_the_others_in_order(start_gateway, rooms, kitsu):
+    a, b = await start_gateway(), await start_gateway()
+    alice, bob = await kitsu(a, "alice"), await kitsu(b, "bob")
+    for client in (alice, bob):
+        await client.emit("open-playlist", {"playlist_id": "pl9"})
+        await client.expect(PEOPLE)
+    await alice.expect(PEOPLE)  # bob's open-playlist
+    kinds = ("add", "update", "remove")
+    sent = [(f"preview-room:{kind}-annotation", i) for i in range(30) for kind in kinds]
+    for event, i in sent:
+        await alice.client.emit(event, {"playlist_id": "pl9", "data": {"n": i}}, namespace=NS)
+    received = [await bob.next() for _ in sent]
+    assert [(event, data["data"]["n"]) for event, data in received] == sent
