@@ -20,13 +20,14 @@ Kept from Zou: event names, payloads, defaults and the whitelist, `room-people-u
 (no ack, no error). Fixed: presence by connection, no ghost users (a closed socket always
 leaves), a room nobody is in starts afresh, relays and room-updated only from sockets that
 opened (relays) or joined (room-updated) the room, optional access check through Zou's REST
-API (`ROOM_ACCESS_URL`) that also accepts edit ids.
+API (`ROOM_ACCESS_URL`) that also accepts edit ids (Kitsu's Edit page).
 """
 
 import asyncio
 import copy
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[None]]  # (socket, *event arguments)
+_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")  # what the access check asks Zou about
 PREFIX = "preview:"  # rooms service id of a preview room: preview:<playlist id>
 EVENT = "preview-room:"
 RELAYS = (
@@ -154,8 +156,10 @@ def _room_of(data: Any, default: str) -> str | None:
 
 class RoomAccess:
     """Who may open or join a room: everybody authenticated, or Zou's answer when
-    `ROOM_ACCESS_URL` is set (`GET {url}/data/playlists/{id}` with the user's token; 2xx =
-    allowed), remembered for `ttl_s` per user and room."""
+    `ROOM_ACCESS_URL` is set: `GET {url}/data/playlists/{id}` with the user's token, 2xx =
+    allowed, else `GET {url}/data/edits/{id}` (Kitsu's Edit page uses the edit id: Zou since
+    1.0.16 refuses it), remembered for `ttl_s` per user and room. Only ids of letters, digits,
+    `-` and `_` (Zou's are UUIDs) are asked about: nothing else reaches Zou's URL paths."""
 
     def __init__(self, url: str, ttl_s: float = 30.0, timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
@@ -168,6 +172,8 @@ class RoomAccess:
     async def allowed(self, user: str, token: str, room: str) -> bool:
         if not self.url:
             return True
+        if not _ID.fullmatch(room):
+            return False
         key = (user, room)
         cached = self._cache.get(key)
         if cached is not None and cached[1] > time.monotonic():
@@ -185,12 +191,16 @@ class RoomAccess:
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s)
             )
         try:
-            async with self._session.get(
-                f"{self.url}/data/playlists/{room}",
-                headers={"Authorization": f"Bearer {token}"},
-                allow_redirects=False,
-            ) as resp:
-                allowed = 200 <= resp.status < 300
+            allowed = False
+            for kind in ("playlists", "edits"):
+                async with self._session.get(
+                    f"{self.url}/data/{kind}/{room}",
+                    headers={"Authorization": f"Bearer {token}"},
+                    allow_redirects=False,
+                ) as resp:
+                    allowed = 200 <= resp.status < 300
+                if allowed:
+                    break
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("room access check failed", extra={"room": room, "error": repr(exc)})
             return False  # not remembered: asked again next time

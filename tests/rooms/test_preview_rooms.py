@@ -314,8 +314,16 @@ async def zou_api() -> AsyncIterator[tuple[str, list[tuple[str, str]]]]:
             return web.json_response({"id": playlist_id})
         return web.json_response({"message": "not found"}, status=404)
 
+    async def edit(request: web.Request) -> web.Response:
+        edit_id = request.match_info["id"]
+        asked.append((f"edit {edit_id}", ""))
+        if edit_id.startswith("edit"):
+            return web.json_response({"id": edit_id})
+        return web.json_response({"message": "not found"}, status=404)
+
     app = web.Application()
     app.router.add_get("/api/data/playlists/{id}", playlist)
+    app.router.add_get("/api/data/edits/{id}", edit)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -340,11 +348,21 @@ async def test_room_access_asks_zou_with_the_users_token_and_refuses_silently(
     await alice.expect(PEOPLE)
     await alice.expect(UPDATED)
     # Asked with the user's own token; answers are remembered: one question per room and user.
-    assert asked == [("nope", "alice"), ("ok1", "alice")]
+    assert asked == [("nope", "alice"), ("edit nope", ""), ("ok1", "alice")]
     bob = await kitsu(gw, "bob")
     await bob.emit("open-playlist", {"playlist_id": "ok1"})
     await bob.expect(PEOPLE)
     assert asked[-1] == ("ok1", "bob")
+    # Kitsu's Edit page: the room is an edit id (a 404 as a playlist, then asked as an edit).
+    await bob.emit("open-playlist", {"playlist_id": "edit-7"})
+    assert (await bob.expect(PEOPLE))["id"] == "edit-7"
+    assert asked[-2:] == [("edit-7", "bob"), ("edit edit-7", "")]
+    # Ids that are no Zou id are not put in Zou's URLs.
+    count = len(asked)
+    await bob.emit("open-playlist", {"playlist_id": "ok/../../x"})
+    await bob.emit("open-playlist", {"playlist_id": ".."})
+    await bob.nothing()
+    assert len(asked) == count
 
 
 async def test_an_older_room_state_arriving_after_a_newer_one_is_not_sent(gateway, rooms, kitsu):
