@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from services.common.errors import NotSubscribed, ServiceError
 from services.common.rooms import RoomCommand, check_room, room_channel
 
+from .rooms import PREVIEW_ROOMS
 from .wire import text_frame
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[None]]  # (socket, *event arguments)
 _ID = re.compile(r"[A-Za-z0-9_-]{1,100}")  # what the access check asks Zou about
-PREFIX = "preview:"  # rooms service id of a preview room: preview:<playlist id>
+PREFIX = PREVIEW_ROOMS  # rooms service id of a preview room: preview:<playlist id>
 EVENT = "preview-room:"
 RELAYS = (
     "add-annotation",

@@ -27,6 +27,7 @@ from services.common.errors import (
     LimitExceeded,
     NotAvailable,
     NotSubscribed,
+    PermissionDenied,
     ServiceError,
     error_from,
 )
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from .node import GatewayNode
 
 log = logging.getLogger(__name__)
+
+PREVIEW_ROOMS = "preview:"  # services/gateway/preview_rooms.py
 
 Command = dict[str, Any]
 
@@ -152,7 +155,7 @@ class RoomCommands:
         self.namespaces = namespaces
 
     async def join(self, conn: ClientConnection, cmd: Command) -> None:
-        room = check_room(cmd.get("room"))
+        room = _native_room(cmd.get("room"))
         state = cmd.get("state")
         if state is not None:
             check_object(state, "state")
@@ -194,7 +197,7 @@ class RoomCommands:
         conn.reply(cmd.get("id"), await self.link.call(self.link.command("get", room, conn)))
 
     async def update(self, conn: ClientConnection, cmd: Command) -> None:
-        room = check_room(cmd.get("room"))
+        room = _native_room(cmd.get("room"))
         if "patch" not in cmd:
             raise BadRequest("patch is required")
         patch = check_object(cmd["patch"], "patch (a JSON merge patch)")
@@ -214,6 +217,15 @@ class RoomCommands:
     def _forget(self, conn: ClientConnection, room: str) -> None:
         conn.rooms.discard(room)
         self.node.hub.leave(room_channel(room), conn)
+
+
+def _native_room(room: object) -> str:
+    """A room a native client may join or update: not one of the Socket.IO preview rooms,
+    whose state is Zou's and whose Redis channel the Socket.IO endpoint holds."""
+    checked = check_room(room)
+    if checked.startswith(PREVIEW_ROOMS):
+        raise PermissionDenied(f"rooms {PREVIEW_ROOMS}* are Socket.IO preview rooms (read only)")
+    return checked
 
 
 def members_by_room(conns: Iterable[ClientConnection]) -> dict[str, list[str]]:

@@ -10,6 +10,7 @@ import pytest
 import socketio
 from aiohttp import web
 
+from services.common.errors import ErrorCode
 from services.gateway.preview_rooms import EMPTY_ROOM, render, whitelist
 from services.gateway.socketio_server import socketio_key
 from tests.helpers import wait_until
@@ -417,3 +418,22 @@ async def test_the_events_of_one_socket_reach_the_others_in_order(start_gateway,
         await alice.client.emit(event, {"playlist_id": "pl9", "data": {"n": i}}, namespace=NS)
     received = [await bob.next() for _ in sent]
     assert [(event, data["data"]["n"]) for event, data in received] == sent
+
+
+async def test_native_clients_may_read_a_preview_room_but_not_join_or_update_it(
+    gateway, rooms, kitsu
+):
+    alice = await kitsu(gateway, "alice")
+    await alice.emit("join", {**JOIN, "playlist_id": "pl10"})
+    await wait_until(
+        lambda: gateway.app[socketio_key].sockets[alice.client.get_sid(NS)].joined,
+        what="alice in the room",
+    )
+    native = await gateway.connect("bob")
+    for op, fields in (("room.join", {}), ("room.update", {"patch": {"is_playing": "true"}})):
+        reply = await native.call(op, room="preview:pl10", **fields)
+        assert reply["error"]["code"] == ErrorCode.PERMISSION_DENIED, reply
+    snapshot = await native.ok("room.get", room="preview:pl10")
+    assert snapshot["people"] == ["alice"]
+    assert render(snapshot["state"], snapshot["people"])["current_frame"] == 12
+    await native.close()
