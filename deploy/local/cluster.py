@@ -28,9 +28,7 @@ from typing import Final
 
 import aiohttp
 
-from services.common.children import Child, Policy, RedisChild
-from services.common.children import _die_with_parent as die_with_parent
-from services.common.children import _free_port as free_port
+from services.common.children import Child, Policy, RedisChild, die_with_parent, free_port
 from services.common.settings import Env, SettingsError, parse_list, parse_port, positive
 from services.common.supervisor import (
     KNOWN_SERVICES,

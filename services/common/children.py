@@ -30,7 +30,7 @@ class ExitedEarly(StartError):
     """The process died while starting (for redis-server: usually its port was taken)."""
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn so children get SIGTERM if the supervisor is SIGKILLed (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -100,7 +100,7 @@ class Child:
             # Own session: a terminal's Ctrl-C reaches only the supervisor, which then stops
             # the services before Redis instead of everything dying at once.
             start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
         )
 
     async def start(self) -> None:
@@ -248,7 +248,7 @@ class RedisChild(Child):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # A free port can be taken between probing and binding: try a few.
         for attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 await super().start()
                 return
@@ -311,7 +311,7 @@ async def _answering_pid(port: int) -> int | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
