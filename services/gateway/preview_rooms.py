@@ -308,6 +308,7 @@ class PreviewRooms:
         if room not in sock.joined and len(sock.joined) >= link.settings.max_rooms:
             return
         seed = {**whitelist(data), "playlist_id": room}
+        again = room in sock.joined
         sock.joined.add(room)  # renewed from now on
         try:
             result = await link.call(
@@ -321,12 +322,15 @@ class PreviewRooms:
                 )
             )
         except (ServiceError, RedisError) as exc:
-            sock.joined.discard(room)
+            if not again:
+                sock.joined.discard(room)
             log.info("preview room join failed", extra={"room": room, "error": repr(exc)})
             return
         if sock.closing:  # closed meanwhile: its leaves went out without this room
             await self._send_leaves(sock, {room})
             return
+        if again:  # no membership change, no push: Zou still says who is in
+            await self._publish(room, "", _people_body(room, result.get("people", [])))
         await self._publish_room(room, result, None)
 
     async def leave(self, sock: "SioSocket", data: Any = None, *_: Any) -> None:

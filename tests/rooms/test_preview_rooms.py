@@ -437,3 +437,14 @@ async def test_native_clients_may_read_a_preview_room_but_not_join_or_update_it(
     assert snapshot["people"] == ["alice"]
     assert render(snapshot["state"], snapshot["people"])["current_frame"] == 12
     await native.close()
+
+
+async def test_a_second_join_of_one_socket_gets_both_events_as_with_zou(gateway, rooms, kitsu):
+    alice = await kitsu(gateway, "alice")
+    await alice.emit("open-playlist", {"playlist_id": "pl11"})
+    await alice.expect(PEOPLE)
+    for _ in range(2):
+        await alice.emit("join", {**JOIN, "playlist_id": "pl11"})
+        assert (await alice.expect(PEOPLE))["people"] == ["alice"]
+        assert (await alice.expect(UPDATED))["people"] == ["alice"]
+    await alice.nothing()
