@@ -401,9 +401,10 @@ class PreviewRooms:
         newline = data.find(b"\n")
         if relay:
             version, body = data[:newline], data[newline + 1 :]
+            if newline < 0 or not body.startswith(b"[") or (version and not version.isdigit()):
+                return True  # not a gateway's
             if version:
-                last = self._versions.get(room, 0)
-                if int(version) < last:
+                if int(version) < self._versions.get(room, 0):
                     return True  # an older state than one already sent
                 self._versions[room] = int(version)
             self._deliver(room, body)

@@ -377,6 +377,8 @@ async def test_an_older_room_state_arriving_after_a_newer_one_is_not_sent(gatewa
     relay, version = previews._relay_key("pl7"), previews._versions["pl7"]
     stale = f'{version - 1}\n["{UPDATED}",{{"current_frame":1}}]'
     newer = f'{version + 1}\n["{UPDATED}",{{"current_frame":2}}]'
+    await previews.node.redis.publish(relay, b"not a gateway's")
+    await previews.node.redis.publish(relay, b"x\n[1]")
     await previews.node.redis.publish(relay, stale)
     await previews.node.redis.publish(relay, newer)
     assert await alice.expect(UPDATED) == {"current_frame": 2}

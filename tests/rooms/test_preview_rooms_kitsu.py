@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+# Three Node clients and two gateway processes, on a machine that may be busy.
+pytestmark = pytest.mark.timeout(120)
 JS = Path(__file__).resolve().parents[1] / "js"
 PEOPLE = "preview-room:room-people-updated"
 UPDATED = "preview-room:room-updated"
@@ -59,7 +61,7 @@ class Reviewer:
             with contextlib.suppress(ConnectionError):
                 await self.send("quit")
             try:
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(2):
                     await self.proc.wait()
             except TimeoutError:
                 self.proc.kill()
