@@ -212,8 +212,8 @@ async def gateway(start_gateway: Callable[..., Any]) -> Gateway:
 
 
 @dataclass
-class GatewayProcess:
-    """`python -m services.gateway` as its own process."""
+class ServiceProcess:
+    """`python -m services.<name>` as its own process."""
 
     proc: subprocess.Popen[str]
     port: int
@@ -224,52 +224,73 @@ class GatewayProcess:
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
 
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+GatewayProcess = ServiceProcess
+
+
+async def launch_service(module: str, env: dict[str, str], port: int) -> ServiceProcess:
+    """Start `python -m <module>` and return once its /readyz answers 200."""
+    from tests.helpers import wait_until
+
+    # Popen returns at once (no waiting): the process is polled for readiness below.
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", module],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    service = ServiceProcess(proc, port)
+
+    async def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{module} exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            async with aiohttp.ClientSession() as s, s.get(service.url("/readyz")) as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    try:
+        await wait_until(ready, timeout_s=15, what=f"{module} ready")
+    except BaseException:
+        stop_services([service])
+        raise
+    return service
+
+
+def stop_services(services: list[ServiceProcess]) -> None:
+    for service in services:
+        if service.proc.poll() is None:
+            service.proc.kill()
+        service.proc.wait()
+        if service.proc.stdout:
+            service.proc.stdout.close()
+
 
 @pytest.fixture
 async def gateway_process(
     redis: Redis, redis_server: RedisProcess
 ) -> AsyncIterator[Callable[..., Any]]:
     """Start real gateway processes on free ports; they are stopped after the test."""
-    procs: list[GatewayProcess] = []
+    procs: list[ServiceProcess] = []
 
-    async def start(**extra: str) -> GatewayProcess:
+    async def start(**extra: str) -> ServiceProcess:
         port = free_port()
         env = clean_env()
         env.update(
             gateway_env(redis_server.url, GATEWAY_PORT=str(port), GATEWAY_HOST="127.0.0.1", **extra)
         )
-        # Popen returns at once (no waiting): the process is polled for readiness below.
-        proc = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, "-m", "services.gateway"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        gp = GatewayProcess(proc, port)
-        procs.append(gp)
-        from tests.helpers import wait_until
-
-        async def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"gateway exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                async with aiohttp.ClientSession() as s, s.get(gp.url("/readyz")) as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_until(ready, timeout_s=15, what="gateway process ready")
-        return gp
+        procs.append(await launch_service("services.gateway", env, port))
+        return procs[-1]
 
     yield start
-    for gp in procs:
-        if gp.proc.poll() is None:
-            gp.proc.kill()
-        gp.proc.wait()
-        if gp.proc.stdout:
-            gp.proc.stdout.close()
+    stop_services(procs)
 
 
 @pytest.fixture

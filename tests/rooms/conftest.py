@@ -1,20 +1,22 @@
 """Fixtures for the rooms service: in-process apps and real processes, beside the gateways."""
 
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from services.rooms.app import create_app
 from services.rooms.settings import RoomsSettings
-from tests.conftest import REPO, RedisProcess, gateway_env
+from tests.conftest import (
+    RedisProcess,
+    ServiceProcess,
+    gateway_env,
+    launch_service,
+    stop_services,
+)
 from tests.helpers import clean_env, free_port, wait_until
 
 
@@ -70,22 +72,7 @@ async def rooms(start_rooms: Callable[..., Any]) -> Rooms:
     return await start_rooms()  # type: ignore[no-any-return]
 
 
-@dataclass
-class RoomsProcess:
-    """`python -m services.rooms` as its own process."""
-
-    proc: subprocess.Popen[str]
-    port: int
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def terminate(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+RoomsProcess = ServiceProcess
 
 
 @pytest.fixture
@@ -93,43 +80,16 @@ async def rooms_process(
     redis: Redis, redis_server: RedisProcess
 ) -> AsyncIterator[Callable[..., Any]]:
     """Start real rooms processes; they are stopped after the test."""
-    procs: list[RoomsProcess] = []
+    procs: list[ServiceProcess] = []
 
-    async def start(*, port: int | None = None, **extra: str) -> RoomsProcess:
+    async def start(*, port: int | None = None, **extra: str) -> ServiceProcess:
         port = port or free_port()
-        env = clean_env()
-        env = {k: v for k, v in env.items() if not k.startswith("ROOMS_")}
+        env = {k: v for k, v in clean_env().items() if not k.startswith("ROOMS_")}
         env.update(
             gateway_env(redis_server.url, ROOMS_PORT=str(port), ROOMS_HOST="127.0.0.1", **extra)
         )
-        # Popen returns at once (no waiting): the process is polled for readiness below.
-        proc = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, "-m", "services.rooms"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        rp = RoomsProcess(proc, port)
-        procs.append(rp)
-
-        async def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"rooms exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                async with aiohttp.ClientSession() as s, s.get(rp.url("/readyz")) as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_until(ready, timeout_s=15, what="rooms process ready")
-        return rp
+        procs.append(await launch_service("services.rooms", env, port))
+        return procs[-1]
 
     yield start
-    for rp in procs:
-        if rp.proc.poll() is None:
-            rp.proc.kill()
-        rp.proc.wait()
-        if rp.proc.stdout:
-            rp.proc.stdout.close()
+    stop_services(procs)
