@@ -113,6 +113,14 @@ class RoomLink:
             await self._send(commands)
 
     async def _send(self, commands: list[RoomCommand]) -> None:
+        if len(commands) == 1:  # the common case: a plain command costs less than a pipeline
+            await self._redis.xadd(
+                self._keys.rooms_cmd,
+                {"c": commands[0].encode()},
+                maxlen=STREAM_MAXLEN,
+                approximate=True,
+            )
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             for command in commands:
                 pipe.xadd(
