@@ -6,8 +6,11 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,8 +40,29 @@ def free_port() -> int:
 
 def clean_env() -> dict[str, str]:
     """The environment minus settings from the developer's shell."""
-    prefixes = ("SWITCHBOARD_", "SUPERVISOR_", "REDIS_", "KV_", "JWT_", "GATEWAY_", "EVENT_STREAM_")
+    prefixes = (
+        "SWITCHBOARD_",
+        "SUPERVISOR_",
+        "REDIS_",
+        "KV_",
+        "JWT_",
+        "GATEWAY_",
+        "EVENT_STREAM_",
+        "LOG_",
+    )
     return {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k != "SECRET_KEY"}
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`switchboard <args>` as a user runs it (`python -m services`), from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "services", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 class Client:

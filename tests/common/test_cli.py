@@ -3,7 +3,6 @@
 import argparse
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -19,32 +18,18 @@ from aiohttp import web
 from services.common.auth import TokenVerifier
 from services.common.cli import format_status, parse_claim, parse_ttl
 from services.common.settings import Env, JwtSettings
+from tests.helpers import clean_env
+from tests.helpers import run_cli as cli
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "k" * 48
-_SCRUBBED_PREFIXES = ("SWITCHBOARD_", "SUPERVISOR_", "REDIS_", "KV_", "JWT_", "LOG_")
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(_SCRUBBED_PREFIXES) and key != "SECRET_KEY"
-    }
+    env = clean_env()
     env.update(SWITCHBOARD_STATE_DIR=str(tmp_path / "state"), LOG_JSON="false")
     env.update(extra)
     return env
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 async def cli_async(env: dict[str, str], *args: str) -> tuple[int, str, str]:

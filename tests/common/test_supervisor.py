@@ -19,20 +19,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.helpers import clean_env
+from tests.helpers import run_cli as cli
+
 REPO = Path(__file__).resolve().parents[2]
 DUMMY = "tests.common.dummy_service"
-# Settings from the developer's shell that would point the supervisor somewhere else.
-_SCRUBBED_PREFIXES = ("SWITCHBOARD_", "SUPERVISOR_", "REDIS_", "KV_", "JWT_", "LOG_")
 
 T = TypeVar("T")
 
 
 def base_env(state_dir: Path, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(_SCRUBBED_PREFIXES) and key != "SECRET_KEY"
-    }
+    env = clean_env()
     env.update(
         SWITCHBOARD_STATE_DIR=str(state_dir),
         SWITCHBOARD_SERVICES=DUMMY,
@@ -41,17 +38,6 @@ def base_env(state_dir: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def wait_until(predicate: Callable[[], T | None], *, what: str, timeout_s: float = 10.0) -> T:
