@@ -17,8 +17,6 @@ gets each client's JWT in `Authorization: Bearer`, as Zou's does.
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
-
 from .harness import ServerProcess, free_port, python_argv
 from .resp import RespConnection, encode_command
 from .targets import (
@@ -158,16 +156,9 @@ class SioSwitchboardTarget(SwitchboardTarget):
 
     async def api_publish(self, server: ServerProcess, channel: str, data: Any) -> bool:
         """`POST /api/publish` on `zou:events` with an event name: Switchboard's own path."""
-        headers = {"Authorization": f"Bearer {self.token({'sub': 'bench', 'scope': 'publish'})}"}
-        url = f"http://127.0.0.1:{server.port}/api/publish"
-        body = {"channel": "zou:events", "event": EVENT, "data": data}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(url, json=body, headers=headers) as resp,
-        ):
-            if resp.status != 200:
-                raise RuntimeError(f"POST /api/publish: {resp.status} {await resp.text()}")
-        return True
+        return await self.post_publish(
+            server, {"channel": "zou:events", "event": EVENT, "data": data}
+        )
 
     async def counters(self, server: ServerProcess) -> dict[str, float]:
         return {}  # the Socket.IO endpoint's outbox is not in /metrics

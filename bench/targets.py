@@ -331,11 +331,14 @@ class SwitchboardTarget(Target):
 
     async def api_publish(self, server: ServerProcess, channel: str, data: Any) -> bool:
         """`POST /api/publish`: checks that the fast publish path delivers what the API does."""
+        return await self.post_publish(server, {"channel": channel, "data": data})
+
+    async def post_publish(self, server: ServerProcess, body: dict[str, Any]) -> bool:
         headers = {"Authorization": f"Bearer {self.token({'sub': 'bench', 'scope': 'publish'})}"}
         url = f"http://127.0.0.1:{server.port}/api/publish"
         async with (
             aiohttp.ClientSession() as session,
-            session.post(url, json={"channel": channel, "data": data}, headers=headers) as resp,
+            session.post(url, json=body, headers=headers) as resp,
         ):
             if resp.status != 200:
                 raise RuntimeError(f"POST /api/publish: {resp.status} {await resp.text()}")
