@@ -26,6 +26,8 @@ class ErrorCode(IntEnum):
     TOO_MANY_REQUESTS = 111  # command rate limit
     UNRECOVERABLE_POSITION = 112  # `since` is not covered by history (history op only)
     CONFLICT = 113  # room update with a stale `version`; the body carries the current ones
+    TIMEOUT = 114  # an rpc task did not finish within its timeout
+    TASK_FAILED = 115  # an rpc task raised; the message is the task's, details in the server log
 
 
 class ServiceError(Exception):
@@ -131,6 +133,17 @@ class Conflict(ServiceError):
         return {"version": self.version, "state": self.state}
 
 
+class RpcTimeout(ServiceError):
+    code = ErrorCode.TIMEOUT
+    http_status = 504
+    temporary = True
+
+
+class TaskFailed(ServiceError):
+    code = ErrorCode.TASK_FAILED
+    http_status = 500
+
+
 _BY_CODE: dict[int, type[ServiceError]] = {
     int(cls.code): cls
     for cls in (
@@ -147,6 +160,8 @@ _BY_CODE: dict[int, type[ServiceError]] = {
         NotSubscribed,
         TooManyRequests,
         UnrecoverablePosition,
+        RpcTimeout,
+        TaskFailed,
     )
 }
 

@@ -14,6 +14,10 @@ in one Redis Cluster slot:
 | `sb:nodes`                    | hash     | gateway id -> JSON stats, refreshed periodically    |
 | `sb:revoked:<jti>`            | string   | a revoked token id, expires with the token          |
 | `sb:events`                   | stream   | every published event with a name, for handlers     |
+| `sb:events:dlq`               | stream   | events and calls whose handler failed every attempt |
+| `sb:rpc`                      | stream   | client rpc calls for the handlers service           |
+| `sb:rpc:reply:<node>`         | pub/sub  | answers to one gateway's rpc calls                  |
+| `sb:say`                      | pub/sub  | `say(event, obj)` between handlers instances        |
 | `sb:rooms:cmd`                | stream   | room commands from gateways (consumer group `rooms`)|
 | `sb:rooms`                    | zset     | room id -> when the reaper should look at it (ms)   |
 | `sb:room:{<id>}`              | hash     | `state` (JSON), `version`, `updated` (ms)           |
@@ -41,13 +45,26 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 class Keys:
     """Builds every Redis key and channel name from the configured prefix."""
 
-    __slots__ = ("control", "events", "nodes", "prefix", "rooms", "rooms_cmd")
+    __slots__ = (
+        "control",
+        "dlq",
+        "events",
+        "nodes",
+        "prefix",
+        "rooms",
+        "rooms_cmd",
+        "rpc",
+        "say",
+    )
 
     def __init__(self, prefix: str = "sb") -> None:
         self.prefix = prefix
         self.control = f"{prefix}:control"
         self.nodes = f"{prefix}:nodes"
         self.events = f"{prefix}:events"
+        self.dlq = f"{prefix}:events:dlq"
+        self.rpc = f"{prefix}:rpc"
+        self.say = f"{prefix}:say"
         self.rooms = f"{prefix}:rooms"
         self.rooms_cmd = f"{prefix}:rooms:cmd"
 
@@ -71,6 +88,9 @@ class Keys:
 
     def reply(self, node: str) -> str:
         return f"{self.prefix}:reply:{node}"
+
+    def rpc_reply(self, node: str) -> str:
+        return f"{self.prefix}:rpc:reply:{node}"
 
     def channel(self, channel: str) -> str:
         return f"{self.prefix}:ch:{{{channel}}}"

@@ -1,0 +1,1 @@
+"""Streams service: binary data streams in Redis Streams (PTG push/pull, the frames API)."""

@@ -1,0 +1,51 @@
+"""Application factory for the streams service."""
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from services.common.auth import RevocationList, TokenVerifier
+from services.common.metrics import install_metrics
+from services.common.redis import Keys, make_client, redis_ctx
+from services.common.web import add_health_routes
+
+from . import frames
+from .keys import redis_key, registry_key, revocations_key, settings_key, verifier_key
+from .settings import StreamsSettings
+
+
+def create_app(settings: StreamsSettings, *, redis: Redis | None = None) -> web.Application:
+    """Build the streams app; `redis` lets tests inject a client they own."""
+    app = web.Application()
+    app[settings_key] = settings
+    app[registry_key] = install_metrics(app)
+    app[verifier_key] = TokenVerifier(settings.jwt)
+    app.cleanup_ctx.append(redis_ctx(redis_key, settings.redis, client=redis))
+    app.cleanup_ctx.append(_revocations_ctx)
+    frames.setup(app)
+    add_health_routes(app, _ready)
+    return app
+
+
+async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    zou_redis = None
+    if settings.jwt.revocation_db is not None:
+        zou_redis = make_client(settings.redis, db=settings.jwt.revocation_db)
+    app[revocations_key] = RevocationList(
+        app[redis_key], Keys(settings.redis.key_prefix), zou_redis=zou_redis
+    )
+    try:
+        yield
+    finally:
+        if zou_redis is not None:
+            await zou_redis.aclose()
+
+
+async def _ready(app: web.Application) -> dict[str, bool]:
+    try:
+        redis_ok = bool(await app[redis_key].ping())
+    except Exception:  # readiness reports any failure as "not ready"
+        redis_ok = False
+    return {"redis": redis_ok}
