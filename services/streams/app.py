@@ -10,7 +10,7 @@ from services.common.metrics import install_metrics
 from services.common.redis import Keys, make_client, redis_ctx
 from services.common.web import add_health_routes
 
-from . import frames
+from . import frames, login, rest
 from .keys import redis_key, registry_key, revocations_key, settings_key, verifier_key
 from .settings import StreamsSettings
 
@@ -23,6 +23,8 @@ def create_app(settings: StreamsSettings, *, redis: Redis | None = None) -> web.
     app[verifier_key] = TokenVerifier(settings.jwt)
     app.cleanup_ctx.append(redis_ctx(redis_key, settings.redis, client=redis))
     app.cleanup_ctx.append(_revocations_ctx)
+    login.setup(app)
+    rest.setup(app)
     frames.setup(app)
     add_health_routes(app, _ready)
     return app
