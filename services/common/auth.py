@@ -2,7 +2,8 @@
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -11,6 +12,11 @@ from redis.asyncio import Redis
 from .errors import TokenExpired, Unauthorized
 from .redis import Keys
 from .settings import JwtSettings
+
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+_KNOWN_CLAIMS = frozenset(
+    {"sub", "exp", "iat", "nbf", "jti", "aud", "iss", "scope", "channels", "info"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,19 @@ class Claims:
     scopes: frozenset[str]
     channels: tuple[str, ...]  # channels or fnmatch patterns the token allows (claim `channels`)
     info: Mapping[str, Any]  # claim `info`: shown to others in presence
+    # Claims beyond the ones above (roles, tenant ids): what rpc tasks' `requires` checks.
+    # Most tokens have none, and then every connection shares one empty mapping.
+    extra: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTRA)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The claims as a task sees them (services/common/rpc.py `RpcCall.claims`)."""
+        return {
+            **self.extra,
+            "sub": self.user,
+            "scope": " ".join(sorted(self.scopes)),
+            "channels": list(self.channels),
+            "info": dict(self.info),
+        }
 
     def expires_in(self, now: float | None = None) -> int | None:
         if self.expires_at is None:
@@ -81,6 +100,7 @@ class TokenVerifier:
         channels = payload.get("channels", ())
         info = payload.get("info", {})
         jti = payload.get("jti")
+        extra = {k: v for k, v in payload.items() if k not in _KNOWN_CLAIMS}
         return Claims(
             user=user,
             expires_at=float(exp) if isinstance(exp, int | float) else None,
@@ -90,6 +110,7 @@ class TokenVerifier:
             if isinstance(channels, list)
             else (),
             info=info if isinstance(info, dict) else {},
+            extra=extra or _NO_EXTRA,
         )
 
     def verify_channel_token(self, token: str, *, user: str, channel: str) -> None:

@@ -15,12 +15,15 @@ recover.
 
 import json
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from .channels import Namespace
+from .events import EVENTS_MAXLEN, event_fields
 from .redis import Keys
 
 _ID_LT = """
@@ -186,23 +189,50 @@ class Bus:
         return head.encode()
 
     async def publish(
-        self, channel: str, data: bytes, namespace: Namespace, *, event: str | None = None
+        self,
+        channel: str,
+        data: bytes,
+        namespace: Namespace,
+        *,
+        event: str | None = None,
+        source: str | None = None,
     ) -> Position:
-        """Publish already-encoded JSON `data`; return its position (empty without history)."""
+        """Publish already-encoded JSON `data`; return its position (empty without history).
+
+        With an `event` and a `source`, the event is also appended to the handlers' stream, in
+        the same round trip (a separate command: the stream is in another Redis Cluster slot).
+        """
         keys = self._keys
-        offset, epoch = await self._publish(
-            keys=[keys.history(channel), keys.meta(channel)],
-            args=[
-                keys.channel(channel),
-                self.frame_prefix(channel, event),
-                data,
-                namespace.history_size + 1 if namespace.history_size else 0,
-                namespace.history_ttl_ms,
-                _new_epoch(),
-                event or "",
-            ],
-        )
+        script_keys = [keys.history(channel), keys.meta(channel)]
+        args: list[bytes | str | int] = [
+            keys.channel(channel),
+            self.frame_prefix(channel, event),
+            data,
+            namespace.history_size + 1 if namespace.history_size else 0,
+            namespace.history_ttl_ms,
+            _new_epoch(),
+            event or "",
+        ]
+        if event and source:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                await self._publish(keys=script_keys, args=args, client=pipe)
+                self.append_event(pipe, event, data, source=source, channel=channel)
+                (offset, epoch), _ = await pipe.execute()
+        else:
+            offset, epoch = await self._publish(keys=script_keys, args=args)
         return Position(offset=offset.decode(), epoch=epoch.decode())
+
+    def append_event(
+        self, redis: Redis | Pipeline, event: str, data: bytes, *, source: str, channel: str = ""
+    ) -> Awaitable[Any]:
+        """XADD one event to the handlers' stream (services/common/events.py)."""
+        fields = event_fields(event, data.decode(), source=source, channel=channel)
+        return redis.xadd(
+            self._keys.events,
+            cast(Any, fields),
+            maxlen=EVENTS_MAXLEN,
+            approximate=True,
+        )
 
     async def send(self, channel: str, frame: bytes) -> None:
         """PUBLISH a push that is not part of history (presence join/leave)."""

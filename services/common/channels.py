@@ -5,7 +5,10 @@ configuration is a JSON or TOML file named by `SWITCHBOARD_CHANNELS`:
 
     {"namespaces": {"chat": {"subscribe": ["any"], "history_size": 1000,
                              "history_ttl_s": 3600, "presence": true, "join_leave": true,
-                             "allow_publish": true}}}
+                             "allow_publish": true, "events": true}}}
+
+`events: true` appends every client publication that names an `event` to the handlers' event
+stream (server API publications with an `event` always are).
 
 `subscribe` lists the ways a user may be allowed in, any of which suffices:
 - `any`: every authenticated user;
@@ -44,6 +47,7 @@ class Namespace:
     presence_ttl_s: float = 60.0
     join_leave: bool = False
     allow_publish: bool = False
+    events: bool = False  # client publications with an `event` go to the handlers too
 
     @property
     def history_ttl_ms(self) -> int:
@@ -146,6 +150,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "presence_ttl_s": (int, float),
     "join_leave": (bool,),
     "allow_publish": (bool,),
+    "events": (bool,),
 }
 
 

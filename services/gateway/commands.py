@@ -5,6 +5,7 @@ same `id` and either `result` or `error: {code, message}`. Commands of one conne
 after another, in order.
 """
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ class Commands:
         self.node = node
         self.namespaces: Namespaces = node.settings.namespaces
         self.counts: dict[str, int] = {}
+        self._rpc_tasks: set[asyncio.Task[None]] = set()
         rooms = RoomCommands(node, self.namespaces)
         self._ops: dict[str, Handler] = {
             "connect": self.connect,
@@ -55,6 +57,7 @@ class Commands:
             "history": self.history,
             "presence": self.presence,
             "ping": self.ping,
+            "rpc": self.rpc,
             "room.join": rooms.join,
             "room.leave": rooms.leave,
             "room.get": rooms.get,
@@ -253,7 +256,16 @@ class Commands:
         if not namespace.allow_publish:
             raise PermissionDenied("clients may not publish in this namespace")
         self._authorize(conn, channel, namespace)
-        position = await self.node.bus.publish(channel, encode_data(cmd["data"]), namespace)
+        event = cmd.get("event")
+        if event is not None and (not isinstance(event, str) or not event):
+            raise BadRequest("event must be a non-empty string")
+        position = await self.node.bus.publish(
+            channel,
+            encode_data(cmd["data"]),
+            namespace,
+            event=event,
+            source="client" if namespace.events else None,
+        )
         conn.reply(cmd.get("id"), {"offset": position.offset, "epoch": position.epoch})
 
     async def history(self, conn: ClientConnection, cmd: Command) -> None:
@@ -269,6 +281,36 @@ class Commands:
         channel, namespace = self._channel(cmd)
         self._authorize(conn, channel, namespace)
         conn.reply(cmd.get("id"), {"clients": await self.node.who(channel, namespace)})
+
+    # -- rpc -----------------------------------------------------------------------------------
+
+    async def rpc(self, conn: ClientConnection, cmd: Command) -> None:
+        """Start the call and return: the answer may take seconds, and the connection's
+        other commands must not wait behind it. Replies come back by `id`, in any order."""
+        room = cmd.get("room")
+        if room is not None and not isinstance(room, str):
+            raise BadRequest("room must be a string")
+        if conn.rpcs >= self.node.settings.limits.max_rpc_in_flight:
+            raise LimitExceeded("too many rpc calls in flight on this connection")
+        assert conn.claims is not None
+        call = self.node.rpc.call(
+            cmd.get("method"), cmd.get("data"), claims=conn.claims, client=conn.id, room=room
+        )
+        conn.rpcs += 1
+        task = asyncio.ensure_future(self._answer(conn, cmd.get("id"), call))
+        self._rpc_tasks.add(task)
+        task.add_done_callback(self._rpc_tasks.discard)
+
+    async def _answer(self, conn: ClientConnection, cmd_id: Any, call: Awaitable[Any]) -> None:
+        try:
+            conn.reply(cmd_id, await call)
+        except ServiceError as exc:
+            conn.error(cmd_id, int(exc.code), exc.message)
+        except RedisError:
+            log.warning("redis unavailable during an rpc call", extra={"conn": conn.id})
+            conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")
+        finally:
+            conn.rpcs -= 1
 
 
 def _refuse(

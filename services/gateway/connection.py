@@ -60,6 +60,7 @@ class ClientConnection:
         "outbox",
         "rejected",
         "rooms",
+        "rpcs",
         "subscriptions",
         "transport",
         "ws",
@@ -87,6 +88,7 @@ class ClientConnection:
         self.name = ""
         self.subscriptions: dict[str, Namespace] = {}
         self.rooms: set[str] = set()  # room ids joined (their channels are not subscriptions)
+        self.rpcs = 0  # rpc calls awaiting their answer
         # Read by the node's sweep: no timer per connection (each costs memory and a heap entry).
         self.opened_at = self.last_seen = asyncio.get_running_loop().time()
 

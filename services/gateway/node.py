@@ -36,6 +36,7 @@ from .connection import ClientConnection
 from .hub import Hub, Outbox, Peer
 from .presence import Presence
 from .rooms import RoomLink, leave_all, members_by_room, resync_rooms
+from .rpc import RpcLink
 from .settings import GatewaySettings
 from .wire import PING_FRAME
 
@@ -61,6 +62,7 @@ class GatewayNode:
         self.outbox = Outbox(self._on_overflow)
         self._control = keys.control.encode()
         self._replies = keys.reply(self.id).encode()
+        self._rpc_replies = keys.rpc_reply(self.id).encode()
         self.rooms = RoomLink(
             redis,
             keys,
@@ -74,7 +76,14 @@ class GatewayNode:
             on_reconnect=self._on_reconnect,
             connect_timeout_s=settings.redis.connect_timeout_s,
         )
-        self.subscriber.add([self._control, self._replies])
+        self.rpc = RpcLink(
+            redis,
+            keys,
+            self.id,
+            timeout_s=settings.rpc_timeout_s,
+            replies_connected=lambda: self.subscriber.connected,
+        )
+        self.subscriber.add([self._control, self._replies, self._rpc_replies])
         self.hub = Hub(self.outbox, self.subscriber, self.bus, self._on_lost)
         self.connections: dict[str, ClientConnection] = {}
         self.by_user: dict[str, set[ClientConnection]] = {}
@@ -90,6 +99,8 @@ class GatewayNode:
             self._on_control(data)
         elif channel == self._replies:
             self.rooms.on_reply(data)
+        elif channel == self._rpc_replies:
+            self.rpc.on_reply(data)
         else:
             self.hub.dispatch(channel, data)
 

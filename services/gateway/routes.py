@@ -124,7 +124,9 @@ async def api_publish(request: web.Request) -> web.Response:
     channel = body.get("channel")
     namespace = node.settings.namespaces.of(channel)
     assert isinstance(channel, str)
-    position = await node.bus.publish(channel, _data(body), namespace, event=_event(body))
+    position = await node.bus.publish(
+        channel, _data(body), namespace, event=_event(body), source="api"
+    )
     return web.json_response({"offset": position.offset, "epoch": position.epoch})
 
 
@@ -141,7 +143,7 @@ async def api_broadcast(request: web.Request) -> web.Response:
     for channel in channels:
         try:
             namespace = node.settings.namespaces.of(channel)
-            position = await node.bus.publish(channel, data, namespace, event=event)
+            position = await node.bus.publish(channel, data, namespace, event=event, source="api")
             results.append({"offset": position.offset, "epoch": position.epoch})
         except ServiceError as exc:
             results.append({"error": exc.to_dict()})

@@ -23,6 +23,7 @@ class Limits:
     max_message_bytes: int = 1024 * 1024
     max_subscriptions: int = 128
     max_connections_per_user: int = 64
+    max_rpc_in_flight: int = 16  # rpc calls one connection may await at once (error 106)
     commands_per_s: float = 50.0
     command_burst: int = 100
     outbox_max_bytes: int = 4 * 1024 * 1024
@@ -35,6 +36,7 @@ class Limits:
             max_message_bytes=env.get("GATEWAY_MAX_MESSAGE_BYTES", positive(int), 1024 * 1024),
             max_subscriptions=env.get("GATEWAY_MAX_SUBSCRIPTIONS", positive(int), 128),
             max_connections_per_user=env.get("GATEWAY_MAX_CONNECTIONS_PER_USER", positive(int), 64),
+            max_rpc_in_flight=env.get("GATEWAY_MAX_RPC_IN_FLIGHT", positive(int), 16),
             commands_per_s=env.get("GATEWAY_COMMANDS_PER_S", positive(float), 50.0),
             command_burst=env.get("GATEWAY_COMMAND_BURST", positive(int), 100),
             outbox_max_bytes=env.get("GATEWAY_OUTBOX_MAX_BYTES", positive(int), 4 * 1024 * 1024),
@@ -101,6 +103,7 @@ class GatewaySettings:
     heartbeat_s: float
     shutdown_timeout_s: float
     node_report_s: float
+    rpc_timeout_s: float
     log_level: str
     log_json: bool
     zou: ZouSettings = ZouSettings()
@@ -122,6 +125,7 @@ class GatewaySettings:
             heartbeat_s=env.get("GATEWAY_HEARTBEAT_S", positive(float), 25.0),
             shutdown_timeout_s=env.get("GATEWAY_SHUTDOWN_TIMEOUT_S", positive(float), 20.0),
             node_report_s=env.get("GATEWAY_NODE_REPORT_S", positive(float), 2.0),
+            rpc_timeout_s=env.get("GATEWAY_RPC_TIMEOUT_S", positive(float), 10.0),
             log_level=env.get("LOG_LEVEL", str, "INFO"),
             log_json=env.get("LOG_JSON", parse_bool, True),
             zou=ZouSettings.from_env(env),

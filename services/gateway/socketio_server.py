@@ -47,6 +47,7 @@ from .wire import text_frame
 from .zou import EVENT_HEAD as _EVENT_HEAD
 from .zou import NAMESPACE, RESERVED_EVENTS, ZOU_CHANNEL, handshake_token, project_of
 from .zou_bridge import ZouBridge
+from .zou_events import ZouEventWriter
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class SocketIOEndpoint:
         self._queued: dict[SioSocket, None] = {}  # through Engine.IO's queue, for now
         self._scoped: dict[SioSocket, None] = {}  # project-scoped: checked event by event
         self._node: GatewayNode | None = None
+        self.events: ZouEventWriter  # set by start(): it needs the node
         self._zou_key = b""
         self._bus_head = b""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -141,6 +143,7 @@ class SocketIOEndpoint:
         about Socket.IO. Channels it does not know go to the node as before.
         """
         self._node = node
+        self.events = ZouEventWriter(node)
         keys = node.keys
         self._zou_key = keys.channel(ZOU_CHANNEL).encode()
         self._bus_head = node.bus.frame_prefix(ZOU_CHANNEL, None)
@@ -388,6 +391,10 @@ def setup_socketio(app: web.Application, settings: GatewaySettings) -> None:
     app.cleanup_ctx.append(supervised("socketio-sweep", lambda a: a[socketio_key].sweep()))
     app.cleanup_ctx.append(supervised("socketio-report", lambda a: report(a[socketio_key])))
     app.cleanup_ctx.append(supervised("socketio-rooms", lambda a: a[socketio_key].previews.renew()))
+    if settings.zou.bridge:
+        app.cleanup_ctx.append(
+            supervised("zou-event-writer", lambda a: a[socketio_key].events.hold_lease())
+        )
     app.on_shutdown.append(endpoint.close_all)
 
 

@@ -39,6 +39,8 @@ class ZouBridge:
             return
         if emit is None or emit.event in RESERVED_EVENTS:
             return
+        if emit.namespace == NAMESPACE:
+            endpoint.events.append(emit.event, list(emit.args))
         if emit.namespace != NAMESPACE or emit.room is not None:
             # Not a broadcast to /events (a room, another namespace): python-socketio
             # delivers it to whom it concerns in this process.
