@@ -18,6 +18,7 @@ from .node import GatewayNode
 from .routes import routes
 from .settings import GatewaySettings
 from .socketio_server import setup_socketio
+from .zeph import setup_zeph
 
 
 def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.Application:
@@ -40,6 +41,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.
 
     app.add_routes(routes)
     setup_socketio(app, settings)  # /socket.io/ for Kitsu and gazu
+    setup_zeph(app)  # /zeph for Zephclient
     add_health_routes(app, _ready)
     return app
 

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -91,6 +91,8 @@ class GatewayNode:
         self.slow_consumers = 0
         self.close_codes: dict[int, int] = {}  # close code -> count, for /metrics
         self._tasks: set[asyncio.Task[None]] = set()
+        # Pub/sub channels that are not channels of the hub (`/zeph` rooms): channel -> callback.
+        self.listeners: dict[bytes, Callable[[bytes], None]] = {}
 
     # -- messages from Redis ---------------------------------------------------------------
 
@@ -101,6 +103,8 @@ class GatewayNode:
             self.rooms.on_reply(data)
         elif channel == self._rpc_replies:
             self.rpc.on_reply(data)
+        elif (listener := self.listeners.get(channel)) is not None:
+            listener(data)
         else:
             self.hub.dispatch(channel, data)
 
