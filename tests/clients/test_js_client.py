@@ -1,0 +1,96 @@
+"""The JavaScript client (clients/js), driven by Node's test runner against the live stack.
+
+Node's tests reach the gateway the clients use, the server API of a second gateway, and a small
+control endpoint served here that kills and restarts the clients' gateway on demand.
+"""
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.clients.conftest import Stack
+from tests.conftest import REPO, SECRET
+from tests.helpers import free_port
+
+JS = REPO / "clients" / "js"
+
+
+def node_or_skip() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not on PATH (`make test` installs it)")
+    if not (JS / "node_modules" / "ws").is_dir():
+        pytest.fail("clients/js/node_modules is missing: run `npm ci` in clients/js")
+    return node
+
+
+async def control_server(stack: Stack) -> web.AppRunner:
+    """POST /gateway/kill (SIGKILL) and /gateway/start (same port) for Node's recovery tests."""
+
+    async def kill(_: web.Request) -> web.Response:
+        stack.kill_gateway()
+        return web.json_response({})
+
+    async def stop(_: web.Request) -> web.Response:
+        assert stack.gateway is not None
+        stack.gateway.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(stack.gateway.proc.wait, 30)
+        return web.json_response({})
+
+    async def start(_: web.Request) -> web.Response:
+        await stack.start_gateway()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/gateway/kill", kill)
+    app.router.add_post("/gateway/stop", stop)
+    app.router.add_post("/gateway/start", start)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    return runner
+
+
+async def test_js_client_suite(stack: Stack, tmp_path: Path) -> None:
+    node = node_or_skip()
+    runner = await control_server(stack)
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    env = dict(os.environ)
+    env.update(
+        SB_URL=stack.ws_url,
+        SB_API=stack.api_url,
+        SB_SECRET=SECRET,
+        SB_CONTROL=f"http://127.0.0.1:{port}",
+    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            node,
+            "--test",
+            "--test-reporter=spec",
+            "--test-timeout=20000",
+            "--test-concurrency=1",  # one file at a time: the recovery test kills the gateway
+            *sorted(str(p.relative_to(JS)) for p in (JS / "test").glob("*.test.js")),
+            cwd=JS,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            async with asyncio.timeout(50):
+                output, _ = await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            output, _ = await proc.communicate()
+            pytest.fail(f"node --test timed out:\n{output.decode()}")
+    finally:
+        await runner.cleanup()
+    text = output.decode()
+    assert proc.returncode == 0, f"node --test failed ({proc.returncode}):\n{text}"
+    summary = dict(re.findall(r"^\S+ (pass|fail|skipped) (\d+)$", text, re.MULTILINE))
+    assert summary.get("fail") == "0" and int(summary.get("pass", 0)) > 0, text
