@@ -1,0 +1,1 @@
+"""The handlers service: runs operators' event handlers and client-callable tasks from folders."""

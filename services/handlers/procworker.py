@@ -1,0 +1,98 @@
+"""The body of one isolation worker process (`HANDLERS_ISOLATION=process`).
+
+It loads the handlers folder itself (the parent sends names, not code), runs one call at a
+time and answers on its pipe. It imports neither aiohttp nor the service: a crash or a hang
+here costs this process only, which the parent kills and replaces.
+"""
+
+import asyncio
+import json
+import signal
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from . import api
+from .loader import load_handlers
+from .registry import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInit:
+    redis_url: str
+    say_channel: str
+    instance: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerCall:
+    folder: str
+    generation: int
+    handler_id: str
+    data_json: str
+    event: dict[str, str]
+
+
+# Replies: ("ok", "", "") or ("error", message, traceback).
+Reply = tuple[str, str, str]
+
+
+class _WorkerCluster:
+    """`say` from a worker publishes with its own Redis connection; `subscribe` needs the
+    service's event loop, so it is refused here."""
+
+    def __init__(self, init: WorkerInit) -> None:
+        self._init = init
+        self._client: Any = None
+
+    def say(self, event: str, obj: Any) -> None:
+        body = json.dumps({"event": event, "source": self._init.instance, "data": obj})
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self._init.redis_url)
+        self._client.publish(self._init.say_channel, body)
+
+    def subscribe(self, event: str, fn: Callable[[Any], Any]) -> None:
+        raise RuntimeError("subscribe is not available in an isolation worker; use a task")
+
+    def unsubscribe(self, event: str, fn: Callable[[Any], Any] | None = None) -> None:
+        raise RuntimeError("unsubscribe is not available in an isolation worker")
+
+
+def worker_main(conn: Connection, init: WorkerInit) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    api.install(_WorkerCluster(init))
+    loaded: tuple[str, int] | None = None
+    registry = Registry(0, [], {}, [])
+    while True:
+        try:
+            call: WorkerCall = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if loaded != (call.folder, call.generation):
+            handlers, errors = load_handlers(Path(call.folder))
+            registry = Registry(call.generation, handlers, {}, errors)
+            loaded = (call.folder, call.generation)
+        conn.send(_run(registry, call))
+
+
+def _run(registry: Registry, call: WorkerCall) -> Reply:
+    handler = registry.handler(call.handler_id)
+    if handler is None:
+        return ("error", f"handler {call.handler_id!r} is not loaded in the worker", "")
+    try:
+        data = json.loads(call.data_json)
+        args: tuple[Any, ...] = (data, call.event) if handler.wants_event else (data,)
+        if handler.is_async:
+            asyncio.run(handler.fn(*args))
+        else:
+            handler.fn(*args)
+    except Exception as exc:  # the per-call boundary: reported to the parent
+        return ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    return ("ok", "", "")

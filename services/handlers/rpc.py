@@ -1,0 +1,126 @@
+"""Serves rpc calls from `sb:rpc` (contract: services/common/rpc.py): runs the task named by
+`method` and PUBLISHes the result or a typed error on the call's reply channel.
+
+A call past its deadline is dropped unanswered (nobody waits any more); an unknown task is 104;
+a task whose `requires(...)` the caller's claims do not meet is 103 and does not run; a task
+that outlives its timeout is 114; one that raises is 115 with its message (a task may raise a
+`ServiceError` to choose the code itself). A malformed entry is dead-lettered.
+"""
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.common.errors import (
+    MethodNotFound,
+    PermissionDenied,
+    RpcTimeout,
+    ServiceError,
+    TaskFailed,
+)
+from services.common.rpc import RpcCall, reply_error, reply_ok
+
+from .api import Request
+from .dlq import DeadLetters
+from .ledger import Ledger
+from .metrics import HandlersMetrics
+from .registry import Registry
+from .runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+class RpcServer:
+    def __init__(
+        self,
+        redis: Redis,
+        current: Callable[[], Registry],
+        runner: Runner,
+        dlq: DeadLetters,
+        default_timeout_s: float,
+        metrics: HandlersMetrics,
+        ledger: Ledger,
+    ) -> None:
+        self._redis = redis
+        self._current = current
+        self._runner = runner
+        self._dlq = dlq
+        self._timeout_s = default_timeout_s
+        self._metrics = metrics
+        self._ledger = ledger
+
+    async def process(self, entry_id: str, fields: dict[bytes, bytes]) -> bool:
+        raw = fields.get(b"c", b"")
+        try:
+            call = RpcCall.decode(raw)
+        except ValueError as exc:
+            try:
+                await self._dlq.add(
+                    {"c": raw.decode(errors="replace")},
+                    kind="rpc",
+                    entry=entry_id,
+                    handler="",
+                    error=str(exc),
+                    trace="",
+                    attempts=0,
+                )
+            except RedisError:
+                return False
+            return True
+        remaining_s = call.deadline / 1000 - time.time()
+        if remaining_s <= 0:
+            self._metrics.tasks.labels(call.method, "expired").inc()
+            return True
+        started = time.perf_counter()
+        try:
+            body = reply_ok(call.req, await self._call(call, remaining_s))
+            outcome = "ok"
+        except ServiceError as exc:
+            body = reply_error(call.req, exc)
+            outcome = exc.code.name.lower()
+        finally:
+            self._metrics.task_duration.labels(call.method).observe(time.perf_counter() - started)
+        self._metrics.tasks.labels(call.method, outcome).inc()
+        try:
+            await self._redis.publish(call.reply, body)
+        except RedisError as exc:
+            log.warning("rpc reply lost", extra={"method": call.method, "error": repr(exc)})
+        return True
+
+    async def _call(self, call: RpcCall, remaining_s: float) -> object:
+        task = self._current().tasks.get(call.method)
+        if task is None:
+            raise MethodNotFound(f"unknown method {call.method!r}")
+        if task.requirement is not None and not task.requirement.allows(call.claims or {}):
+            raise PermissionDenied(f"method {call.method!r} is not allowed for this token")
+        request = Request(
+            method=call.method,
+            data=call.data,
+            user=call.user,
+            client=call.client,
+            room=call.room,
+            claims=dict(call.claims or {}),
+        )
+        timeout_s = min(task.timeout_s or self._timeout_s, remaining_s)
+        try:
+            result = await self._runner.call(task.fn, task.is_async, (request,), timeout_s)
+            json.dumps(result)
+        except ServiceError as exc:
+            self._ledger.failed(task.name, exc.message)
+            raise
+        except TimeoutError:
+            self._ledger.failed(task.name, "timed out")
+            raise RpcTimeout(f"method {call.method!r} timed out after {timeout_s:g} s") from None
+        except Exception as exc:  # the per-task boundary: task code may raise anything
+            message = str(exc) or type(exc).__name__
+            log.warning(
+                "task failed", extra={"method": call.method, "error": repr(exc)}, exc_info=True
+            )
+            self._ledger.failed(task.name, f"{type(exc).__name__}: {exc}")
+            raise TaskFailed(message) from None
+        self._ledger.ok(task.name)
+        return result
