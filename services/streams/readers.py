@@ -1,0 +1,239 @@
+"""One Redis read loop per process for every pull socket, and each socket's bounded buffer.
+
+The hub keeps one XREAD BLOCK over every stream that has readers (plus a private wake stream,
+so that a new stream joins the loop at once) and hands each entry to the stream's readers. A
+reader buffers at most `STREAMS_READER_BUFFER` entries (and 8 MiB). When its socket is slow and
+the buffer is full it stops taking entries from the hub ("behind") and, once its socket has
+drained the buffer, reads on from Redis after its own last id until it has caught up with the
+hub, then takes live entries again. Memory per reader is bounded; nothing is skipped or sent
+twice, because ids are compared as (ms, seq) against the reader's position per stream.
+"""
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from .ids import ZERO, EntryId, format_id, parse_id
+from .metrics import StreamsMetrics
+from .store import StreamStore, xread_entries
+
+HUB_COUNT = 500  # entries per stream per XREAD of the hub
+MAX_BUFFER_BYTES = 8 * 1024 * 1024
+WAKE_TTL_S = 3600
+
+Item = tuple[str, str, bytes]  # stream id, entry id, data
+
+
+@dataclass(eq=False)
+class _Feed:
+    """A stream the hub reads: where it is, and who wants its entries."""
+
+    cursor: EntryId
+    readers: set["Reader"] = field(default_factory=set)
+
+
+class Reader:
+    """Entries of some streams for one consumer, from a position per stream, in id order."""
+
+    def __init__(
+        self,
+        hub: "ReadHub",
+        positions: dict[str, str],
+        *,
+        latest: bool,
+        max_entries: int,
+        max_bytes: int = MAX_BUFFER_BYTES,
+    ) -> None:
+        self.hub = hub
+        self.streams = list(positions)
+        self.pos: dict[str, EntryId] = {s: parse_id(p) for s, p in positions.items()}
+        self.latest = latest
+        self._buffer: deque[Item] = deque()
+        self._bytes = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self.behind = True  # every reader starts by reading from Redis
+        self.closed = False
+        self._event = asyncio.Event()
+
+    def offer(self, stream: str, entry_id: EntryId, text_id: str, data: bytes) -> None:
+        """The hub hands over a live entry."""
+        if self.behind or entry_id <= self.pos[stream]:
+            return
+        if len(self._buffer) >= self._max_entries or self._bytes + len(data) > self._max_bytes:
+            self.behind = True  # drop it: it is read from Redis later
+            self.hub.metrics.reader_fell_behind.inc()
+            return
+        self._append(stream, entry_id, text_id, data)
+        self._event.set()
+
+    def _append(self, stream: str, entry_id: EntryId, text_id: str, data: bytes) -> None:
+        self._buffer.append((stream, text_id, data))
+        self._bytes += len(data)
+        self.pos[stream] = entry_id
+
+    def close(self) -> None:
+        self.closed = True
+        self._event.set()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def take(self, count: int, timeout_s: float) -> list[Item]:
+        """Up to `count` entries per stream; [] after `timeout_s` without any, or when closed.
+
+        In latest mode only the newest `count` entries per stream are returned and older
+        ones are skipped (PTG's frame dropping for viewers).
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self.closed:
+            if self._buffer:
+                return self._pop(count)
+            if self.behind:
+                await self._catch_up(count)
+                continue
+            self._event.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._event.wait()
+        return []
+
+    def _pop(self, count: int) -> list[Item]:
+        if self.latest:
+            newest: dict[str, deque[Item]] = {}
+            for item in self._buffer:
+                newest.setdefault(item[0], deque(maxlen=count)).append(item)
+            keep = {id(i) for q in newest.values() for i in q}
+            taken = [i for i in self._buffer if id(i) in keep]
+            self._buffer.clear()
+            self._bytes = 0
+            return taken
+        per_stream: dict[str, int] = {}
+        taken, rest = [], []
+        for item in self._buffer:
+            n = per_stream.get(item[0], 0)
+            if n < count:
+                per_stream[item[0]] = n + 1
+                taken.append(item)
+                self._bytes -= len(item[2])
+            else:
+                rest.append(item)
+        self._buffer = deque(rest)
+        return taken
+
+    async def _catch_up(self, count: int) -> None:
+        store = self.hub.store
+        if self.latest:
+            found: list[Item] = []
+            for stream in self.streams:
+                found += await store.latest(stream, format_id(self.pos[stream]), count)
+            more = False
+        else:
+            cursors = {s: format_id(p) for s, p in self.pos.items()}
+            found = await store.after(cursors, count)
+            per_stream: dict[str, int] = {}
+            for item in found:
+                per_stream[item[0]] = per_stream.get(item[0], 0) + 1
+            more = any(n >= count for n in per_stream.values())
+        for stream, text_id, data in found:
+            entry_id = parse_id(text_id)
+            if entry_id > self.pos[stream]:
+                self._append(stream, entry_id, text_id, data)
+        if not more and all(self.hub.cursor(s) <= self.pos[s] for s in self.streams):
+            self.behind = False  # no await since the read: the hub has nothing we lack
+
+
+class ReadHub:
+    """The process's shared read loop over every stream that has readers."""
+
+    def __init__(self, store: StreamStore, metrics: StreamsMetrics, *, block_ms: int) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._block_ms = block_ms
+        self._feeds: dict[str, _Feed] = {}
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._wake_key = store.keys.wake(secrets.token_hex(8))
+        self._wake_cursor = "0-0"
+
+    def cursor(self, stream: str) -> EntryId:
+        feed = self._feeds.get(stream)
+        return feed.cursor if feed is not None else ZERO
+
+    def reader(self, positions: dict[str, str], *, latest: bool, max_entries: int) -> Reader:
+        return Reader(self, positions, latest=latest, max_entries=max_entries)
+
+    async def subscribe(self, reader: Reader) -> None:
+        new = False
+        async with self._lock:
+            for stream in reader.streams:
+                feed = self._feeds.get(stream)
+                if feed is None:
+                    top = parse_id(await self.store.top(stream))
+                    feed = self._feeds[stream] = _Feed(top)
+                    new = True
+                feed.readers.add(reader)
+                self.metrics.readers.labels(stream).inc()
+        if new:
+            self._changed.set()
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self._wake_key, {"w": b"1"}, maxlen=1, approximate=False)
+                pipe.expire(self._wake_key, WAKE_TTL_S)
+                await pipe.execute()
+
+    def unsubscribe(self, reader: Reader) -> None:
+        reader.close()
+        for stream in reader.streams:
+            feed = self._feeds.get(stream)
+            if feed is None or reader not in feed.readers:
+                continue
+            feed.readers.discard(reader)
+            self.metrics.readers.labels(stream).dec()
+            if not feed.readers:
+                del self._feeds[stream]
+
+    async def run(self) -> None:
+        """Read and fan out until cancelled (restarted by `supervised` after a Redis error)."""
+        keys = self.store.keys
+        while True:
+            if not self._feeds:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            streams: dict[Any, Any] = {
+                keys.data(s): format_id(f.cursor) for s, f in self._feeds.items()
+            }
+            streams[self._wake_key] = self._wake_cursor
+            reply = await self.store.redis.xread(streams, count=HUB_COUNT, block=self._block_ms)
+            for key, text_id, data in xread_entries(reply):
+                if key == self._wake_key:
+                    self._wake_cursor = text_id
+                    continue
+                stream = keys.stream_of(key)
+                feed = self._feeds.get(stream)
+                if feed is None:
+                    continue
+                entry_id = parse_id(text_id)
+                if entry_id <= feed.cursor:
+                    continue
+                feed.cursor = entry_id
+                for reader in feed.readers:
+                    reader.offer(stream, entry_id, text_id, data)
+
+    async def close_all(self) -> None:
+        for feed in list(self._feeds.values()):
+            for reader in list(feed.readers):
+                reader.close()
+
+
+hub_key = web.AppKey("read_hub", ReadHub)
