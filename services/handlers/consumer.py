@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
+from redis.typing import StreamIdT
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class StreamConsumer:
             remaining = max(0.0, self._deadline - asyncio.get_running_loop().time())
             _, pending = await asyncio.wait(tasks, timeout=remaining)
             if pending:
-                ids: list[str | bytes | int | memoryview[int]] = [
+                ids: list[StreamIdT] = [
                     eid for eid, task in self._inflight.items() if task in pending
                 ]
                 for task in pending:
@@ -134,7 +135,7 @@ class StreamConsumer:
                 await asyncio.gather(*pending, return_exceptions=True)
                 await self._release(ids)
 
-    async def _release(self, ids: list[str | bytes | int | memoryview[int]]) -> None:
+    async def _release(self, ids: list[StreamIdT]) -> None:
         settings = self._settings
         try:
             await self._redis.xclaim(
@@ -211,7 +212,7 @@ class StreamConsumer:
 
     async def _touch(self) -> None:
         """Reset the idle time of entries in flight: a live consumer keeps what it holds."""
-        ids: list[str | bytes | int | memoryview[int]] = list(self._inflight)
+        ids: list[StreamIdT] = list(self._inflight)
         if not ids:
             return
         settings = self._settings
