@@ -8,13 +8,16 @@ from redis.asyncio import Redis
 
 from services.common.settings import Env
 from services.streams.frames.settings import FramesSettings
-from tests.streams.frames_helpers import (  # noqa: F401  # fixtures used by name
+from tests.streams import frames_helpers
+from tests.streams.frames_helpers import (
     JPEG,
     Frames,
     form,
-    frames,
-    start_frames,
 )
+
+# The fixtures live with the helpers (tests/streams/conftest.py belongs to the PTG tests).
+start_frames = frames_helpers.start_frames
+frames = frames_helpers.frames
 
 
 def b64(text: str) -> str:
