@@ -1,5 +1,6 @@
 """Fixtures: the streams app in-process (aiohttp test server) and as a real subprocess."""
 
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,3 +102,23 @@ async def streams_process(
 
     yield start
     stop_services(procs)
+
+
+PREFIX = "sb:data:"
+
+
+async def stored(redis: Redis, stream: str, prefix: str = PREFIX) -> list[tuple[str, bytes]]:
+    """(id, data) of every entry of a stream, read straight from Redis."""
+    return [(i.decode(), f[b"d"]) for i, f in await redis.xrange(prefix + stream)]
+
+
+async def expect_refusal(ws: Any, code: int, close: int) -> str:
+    """The next frames are `{"error": {...}}` with `code`, then a close with `close`."""
+    msg = await ws.receive(timeout=5)
+    assert msg.type.name == "TEXT", msg
+    error = json.loads(msg.data)["error"]
+    assert (error["code"], error["close"]) == (code, close), error
+    closing = await ws.receive(timeout=5)
+    assert closing.type.name in ("CLOSE", "CLOSED", "CLOSING"), closing
+    assert ws.close_code == close
+    return str(error["message"])
