@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from tests.conftest import (
     REPO,
+    Gateway,
     RedisProcess,
     ServiceProcess,
     gateway_env,
@@ -26,6 +27,9 @@ from tests.conftest import (
     stop_services,
 )
 from tests.helpers import clean_env, free_port
+from tests.rooms.conftest import start_rooms
+
+__all__ = ["start_rooms"]  # the in-process rooms service fixture, shared with tests/rooms
 
 # The Python client is importable from the repository root without being installed.
 if str(REPO / "clients" / "python") not in sys.path:
@@ -88,6 +92,36 @@ class Stack:
             body: dict[str, Any] = await resp.json()
             assert resp.status == 200, body
             return body
+
+
+@dataclass
+class Live:
+    """An in-process gateway and rooms service: quick to start, for what needs no restart."""
+
+    gateway: Gateway
+    rooms: Any
+
+    @property
+    def ws_url(self) -> str:
+        return self.gateway.url("/ws")
+
+    async def publish(self, channel: str, data: Any) -> dict[str, Any]:
+        body = {"channel": channel, "data": data}
+        status, answer = await self.gateway.api("POST", "/api/publish", json=body)
+        assert status == 200, answer
+        return answer  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def live(
+    start_gateway: Callable[..., Any], start_rooms: Callable[..., Any], tmp_path: Path
+) -> Live:
+    channels = tmp_path / "channels.json"
+    channels.write_text(json.dumps({"namespaces": NAMESPACES}))
+    gateway, rooms = await asyncio.gather(
+        start_gateway(SWITCHBOARD_CHANNELS=str(channels)), start_rooms()
+    )
+    return Live(gateway, rooms)
 
 
 @pytest.fixture
