@@ -128,7 +128,7 @@ local i = 0
 for e = base, #ARGV, 3 do
   i = i + 1
   local k = tonumber(ARGV[e])
-  local o = 2 + 3 * (k - 1)
+  local o = 1 + 3 * (k - 1)
   local maxlen = tonumber(ARGV[o])
   if maxlen > 0 then
     local op = ARGV[o + 1] == '1' and '=' or '~'
@@ -138,7 +138,7 @@ for e = base, #ARGV, 3 do
   end
 end
 for k = 1, nk do
-  local o = 2 + 3 * (k - 1)
+  local o = 1 + 3 * (k - 1)
   if ARGV[o + 2] ~= '' then
     redis.call('XTRIM', KEYS[k], 'MINID', ARGV[o + 1] == '1' and '=' or '~', ARGV[o + 2])
   end

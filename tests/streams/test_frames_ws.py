@@ -298,3 +298,22 @@ async def test_shutdown_closes_frames_sockets_with_1012(start_frames) -> None:
         await app.http.server.close()  # runs on_shutdown, as SIGTERM does
         msg = await closing
     assert (msg.type, ws.close_code) == (aiohttp.WSMsgType.CLOSE, 1012)
+
+
+async def test_a_new_camera_joins_the_blocking_read_at_once(start_frames) -> None:
+    # With a 20 s XREAD BLOCK, a camera added while the loop blocks is only read promptly
+    # because the hub unblocks its reader (CLIENT UNBLOCK); otherwise the pull times out (2 s).
+    app = await start_frames(FRAMES_READ_BLOCK_MS="20000")
+    await app.upload("site-a", "cam1")
+    await app.upload("site-b", "cam1")
+    first = await app.ws("/ws/labels/site-a")
+    await receive_frame(first)
+    await wait_until(lambda: app.app[hub_key]._reading, what="the read loop blocked on site-a/cam1")
+    second = await app.ws("/ws/stream/site-b/cam1")
+    await second.send_json({"action": "pull"})
+    await receive_frame(second)  # the latest frame, from the watch itself
+    await app.upload("site-b", "cam1", JPEG + b"new")
+    await second.send_json({"action": "pull"})
+    assert (await receive_frame(second))[1] == JPEG + b"new"
+    await first.close()
+    await second.close()

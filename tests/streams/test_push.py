@@ -145,3 +145,26 @@ async def test_retention_by_age(streams: Streams, redis: Redis) -> None:
         assert await stored(redis, "old") == []  # older than 60 s: trimmed by the same batch
         await _push(ws, [1], b"c")
     assert [d for _, d in await stored(redis, "old")] == [b"c"]
+
+
+async def test_announce_on_the_gateway_channel(
+    start_streams: Callable[..., Any], redis: Redis
+) -> None:
+    streams: Streams = await start_streams(STREAMS_ANNOUNCE="true")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe("sb:ch:{streams:cam}")
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    url = streams.ws_url("/data/cam/push?batch=true&ack=true")
+    async with streams.client.session.ws_connect(url, headers=streams.auth()) as ws:
+        ids = await _push(ws, [2, 5], b"abcde")
+    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    await pubsub.aclose()
+    assert msg is not None
+    offset, _, frame = msg["data"].partition(b"\n")
+    assert offset == b""
+    assert json.loads(frame) == {
+        "push": "pub",
+        "channel": "streams:cam",
+        "offset": "",
+        "data": {"stream": "cam", "ids": ids, "sizes": [2, 3]},
+    }

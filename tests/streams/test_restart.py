@@ -1,0 +1,71 @@
+"""The service as a real process: restarted while a producer pushes with ack, nothing acked lost."""
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+
+from tests.conftest import ServiceProcess
+from tests.helpers import free_port
+from tests.streams.conftest import stored
+
+
+async def _produce(
+    url: str, token: str, acked: dict[str, bytes], stop: asyncio.Event, counter: list[int]
+) -> None:
+    """Push batches of 3 with ack; reconnect after every close; record what was acknowledged."""
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            try:
+                async with session.ws_connect(
+                    url, headers={"Authorization": f"Bearer {token}"}
+                ) as ws:
+                    while not stop.is_set():
+                        n = counter[0]
+                        counter[0] += 3
+                        datas = [b"entry-%d" % (n + k) for k in range(3)]
+                        await ws.send_str(json.dumps([["cam", 7], ["cam", 14], ["cam", 21]]))
+                        await ws.send_bytes(b"".join(d[:7].ljust(7, b".") for d in datas))
+                        msg = await ws.receive(timeout=5)
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        for entry_id, data in zip(msg.data.split(","), datas, strict=True):
+                            acked[entry_id] = data[:7].ljust(7, b".")
+            except (aiohttp.ClientError, ConnectionError, TimeoutError):
+                await asyncio.sleep(0.05)
+
+
+async def test_restart_while_pushing_keeps_every_acked_entry(
+    streams_process: Callable[..., Any], redis: Redis, make_token: Callable[..., str]
+) -> None:
+    port = free_port()
+    service: ServiceProcess = await streams_process(port=port)
+    url = f"ws://127.0.0.1:{port}/data/*/push?batch=true&ack=true"
+    acked: dict[str, bytes] = {}
+    stop, counter = asyncio.Event(), [0]
+    producer = asyncio.create_task(_produce(url, make_token("alice"), acked, stop, counter))
+    try:
+        for how in ("term", "kill"):
+            before = len(acked)
+            while len(acked) < before + 60:
+                await asyncio.sleep(0.01)
+            if how == "term":
+                service.proc.send_signal(signal.SIGTERM)
+            else:
+                service.kill()
+            await asyncio.to_thread(service.proc.wait, 15)
+            service = await streams_process(port=port)
+        before = len(acked)
+        while len(acked) < before + 60:
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(producer, 10)
+    in_redis = dict(await stored(redis, "cam"))
+    assert len(acked) >= 180
+    missing = {i: d for i, d in acked.items() if in_redis.get(i) != d}
+    assert missing == {}
