@@ -308,7 +308,7 @@ async def test_a_new_camera_joins_the_blocking_read_at_once(start_frames) -> Non
     await app.upload("site-b", "cam1")
     first = await app.ws("/ws/labels/site-a")
     await receive_frame(first)
-    await wait_until(lambda: app.app[hub_key]._reading, what="the read loop blocked on site-a/cam1")
+    await wait_until(lambda: app.app[hub_key].blocked, what="the read loop blocked on site-a/cam1")
     second = await app.ws("/ws/stream/site-b/cam1")
     await second.send_json({"action": "pull"})
     await receive_frame(second)  # the latest frame, from the watch itself

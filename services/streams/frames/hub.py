@@ -126,6 +126,11 @@ class FrameHub:
     def watched_streams(self) -> int:
         return len(self._streams)
 
+    @property
+    def blocked(self) -> bool:
+        """Whether the read loop is inside its XREAD (tests wait for it)."""
+        return self._reading
+
     async def watch(self, watcher: Watcher, label: str, key: str) -> None:
         """Deliver `label`/`key`'s latest frame (if any), then every change, to `watcher`."""
         name = self._store.keys.stream(label, key)
