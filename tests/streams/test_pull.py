@@ -20,10 +20,10 @@ async def add(redis: Redis, stream: str, *values: bytes) -> list[str]:
     return [(await redis.xadd(PREFIX + stream, {"d": v})).decode() for v in values]
 
 
-async def recv_batch(ws: Any, timeout: float = 5) -> list[Item]:
+async def recv_batch(ws: Any, wait_s: float = 5) -> list[Item]:
     """One text header `[[sid, id, start], ...]` and one binary frame, unpacked."""
-    header = json.loads(await ws.receive_str(timeout=timeout))
-    body = await ws.receive_bytes(timeout=timeout)
+    header = json.loads(await ws.receive_str(timeout=wait_s))
+    body = await ws.receive_bytes(timeout=wait_s)
     starts = [o for _, _, o in header] + [len(body)]
     return [(s, i, body[starts[n] : starts[n + 1]]) for n, (s, i, _) in enumerate(header)]
 
@@ -72,7 +72,7 @@ async def test_blocking_pull_is_woken_by_a_push(streams: Streams, redis: Redis) 
         async with session.ws_connect(push, headers=streams.auth()) as writer:
             await writer.send_bytes(b"fresh")
             entry_id = await writer.receive_str(timeout=5)
-        assert await recv_batch(reader, timeout=2) == [("cam", entry_id, b"fresh")]
+        assert await recv_batch(reader, wait_s=2) == [("cam", entry_id, b"fresh")]
 
 
 async def test_latest_and_dash_send_only_the_newest(streams: Streams, redis: Redis) -> None:

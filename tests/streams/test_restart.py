@@ -10,7 +10,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from tests.conftest import ServiceProcess
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 from tests.streams.conftest import stored
 
 
@@ -39,6 +39,11 @@ async def _produce(
                 await asyncio.sleep(0.05)
 
 
+async def _more_acks(acked: dict[str, bytes], n: int) -> None:
+    target = len(acked) + n
+    await wait_until(lambda: len(acked) >= target, timeout_s=20, what=f"{n} more acks")
+
+
 async def test_restart_while_pushing_keeps_every_acked_entry(
     streams_process: Callable[..., Any], redis: Redis, make_token: Callable[..., str]
 ) -> None:
@@ -50,18 +55,14 @@ async def test_restart_while_pushing_keeps_every_acked_entry(
     producer = asyncio.create_task(_produce(url, make_token("alice"), acked, stop, counter))
     try:
         for how in ("term", "kill"):
-            before = len(acked)
-            while len(acked) < before + 60:
-                await asyncio.sleep(0.01)
+            await _more_acks(acked, 60)
             if how == "term":
                 service.proc.send_signal(signal.SIGTERM)
             else:
                 service.kill()
             await asyncio.to_thread(service.proc.wait, 15)
             service = await streams_process(port=port)
-        before = len(acked)
-        while len(acked) < before + 60:
-            await asyncio.sleep(0.01)
+        await _more_acks(acked, 60)
     finally:
         stop.set()
         await asyncio.wait_for(producer, 10)
