@@ -140,24 +140,54 @@ return {'ok', version}
 """
 )
 
-# ARGV: now, room, room JSON, conn, version read, new state JSON, patch JSON, entry,
-# push channel, reply channel, req JSON, idle ms.
-UPDATE_LUA = (
+# A run of updates of one room, merged in Python against the version read (see store.py).
+# ARGV: now, room, room JSON, idle ms, push channel, version read, then 6 per command:
+#   kind ('u' changes the state, 's' changes nothing, 'e' is refused), entry, reply channel,
+#   req JSON ('' = no reply), then for 'u' the new state JSON and the patch JSON, for 'e' the
+#   error JSON and ''.
+# Returns {'ok', final version} or {'retry', 0} when the version moved since the read.
+UPDATES_LUA = (
     _COMMON
     + """
 local now, room, room_json = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-if seen(ARGV[8]) then return {'dup', 0} end
-if redis.call('EXISTS', K_ROOM) == 0 or not redis.call('ZSCORE', K_MEMBERS, ARGV[4]) then
-  return {'member', 0}
+if redis.call('HGET', K_ROOM, 'version') ~= ARGV[6] then return {'retry', 0} end
+local push = ARGV[5]
+local version = tonumber(ARGV[6])
+local state = redis.call('HGET', K_ROOM, 'state')
+local people = people_json()  -- updates do not change who is in the room
+local applied = false
+for i = 7, #ARGV, 6 do
+  local kind, entry, reply, req = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if kind == 'e' then
+    if req ~= '' then
+      redis.call('PUBLISH', reply, '{"req":' .. req .. ',"error":' .. ARGV[i + 4] .. '}')
+    end
+  else
+    if kind == 'u' then
+      state = ARGV[i + 4]
+      version = version + 1
+    end
+    if req ~= '' then
+      redis.call('PUBLISH', reply, '{"req":' .. req .. ',"result":{"room":' .. room_json
+        .. ',"version":' .. version .. ',"state":' .. state .. ',"people":' .. people .. '}}')
+    end
+    if kind == 'u' then
+      redis.call('PUBLISH', push, '\\n{"push":"room","room":' .. room_json .. ',"version":'
+        .. version .. ',"patch":' .. ARGV[i + 5] .. ',"people":' .. people .. '}')
+    end
+    redis.call('ZADD', K_DONE, now, entry)
+    applied = true
+  end
 end
-if redis.call('HGET', K_ROOM, 'version') ~= ARGV[5] then return {'retry', 0} end
-redis.call('HSET', K_ROOM, 'state', ARGV[6])
-local version = bump(now)
-done(ARGV[8], now)
-settle(room, now, tonumber(ARGV[12]))
-publish(ARGV[9], ARGV[10], ARGV[11], room_json, version, ',"patch":' .. ARGV[7], ARGV[6])
+if version ~= tonumber(ARGV[6]) then
+  redis.call('HSET', K_ROOM, 'state', state, 'version', version, 'updated', now)
+end
+if applied then
+  redis.call('ZREMRANGEBYSCORE', K_DONE, '-inf', now - DONE_WINDOW_MS)
+  settle(room, now, tonumber(ARGV[4]))
+end
 return {'ok', version}
-"""
+""".replace("DONE_WINDOW_MS", str(DONE_WINDOW_MS))
 )
 
 # ARGV: now, room, room JSON, push channel, idle ms. Returns members removed, -1: room gone.

@@ -1,11 +1,12 @@
-"""Room state in Redis: one Lua script per change, so replicas never interleave on a room.
+"""Room state in Redis: each change in a Lua script, so replicas never interleave on a room.
 
 Why the merge patch is applied in Python and not with cjson inside Lua: Redis's cjson turns an
 empty array into `{}` and keeps 14 significant digits of a number, so a state would not survive
-a round trip. An update therefore reads the state, merges in Python, and writes with a script
-that checks the version is still the one it read (compare-and-set, retried otherwise): the same
-guarantee as WATCH/MULTI, in one round trip and without a connection pinned to the WATCH.
-Joins and leaves need no merge and are one script each.
+a round trip. Updates are therefore read, merged here and written by a script that checks the
+room is still at the version read (compare-and-set, read and merged again otherwise): the same
+guarantee as WATCH/MULTI, without a connection pinned to the WATCH. A batch's updates go
+together: one pipelined read of all their rooms, one pipelined script per room that writes the
+room's whole run of updates. Joins and leaves need no merge and are one script each.
 
 Every script that changes a room also bumps its version, publishes the push on the room's
 channel and the reply to the gateway, and records the command's stream entry id, all
@@ -13,16 +14,23 @@ atomically: a command redelivered after a crash is recognised and not applied tw
 """
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from services.common.errors import Conflict, LimitExceeded, NotAvailable, NotSubscribed
+from services.common.errors import (
+    Conflict,
+    LimitExceeded,
+    NotAvailable,
+    NotSubscribed,
+    ServiceError,
+)
 from services.common.redis import Keys
 from services.common.rooms import RoomCommand, dumps, merge_patch, room_channel
 
-from .scripts import DELETE_LUA, JOIN_LUA, LEAVE_LUA, REAP_LUA, UPDATE_LUA
+from .scripts import DELETE_LUA, JOIN_LUA, LEAVE_LUA, REAP_LUA, UPDATES_LUA
 
 CAS_ATTEMPTS = 100  # an update that loses this many races in a row gets error 108
 
@@ -45,6 +53,22 @@ class Outcome:
     changed: bool = True
 
 
+# What became of one command: its outcome, or the error it was refused with (already replied).
+Settled = tuple[str, "Outcome | ServiceError"]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A room's run of updates, merged: the script's arguments and each command's outcome."""
+
+    version: int  # the version read, which the script checks
+    args: list[str] = field(default_factory=list)
+    outcomes: list[Settled] = field(default_factory=list)
+
+    def add(self, kind: str, entry: str, reply: list[str], a: str = "", b: str = "") -> None:
+        self.args += [kind, entry, *reply, a, b]
+
+
 class RoomStore:
     """Applies room commands and serves the REST reads; every change is one script call."""
 
@@ -54,7 +78,7 @@ class RoomStore:
         self.limits = limits
         self._join = redis.register_script(JOIN_LUA)
         self._leave = redis.register_script(LEAVE_LUA)
-        self._update = redis.register_script(UPDATE_LUA)
+        self._updates = redis.register_script(UPDATES_LUA)
         self._reap = redis.register_script(REAP_LUA)
         self._delete = redis.register_script(DELETE_LUA)
 
@@ -125,51 +149,126 @@ class RoomStore:
             return Outcome(0, changed=False)
         return Outcome(int(value), duplicate=status == b"dup")
 
-    async def update(self, cmd: RoomCommand, entry: str, now_ms: int) -> Outcome:
-        """Merge the patch into the current state; compare-and-set, retried on a race."""
-        assert cmd.patch is not None
-        keys = self._keys
+    async def update_runs(
+        self, runs: Mapping[str, Sequence[tuple[RoomCommand, str]]], now_ms: int
+    ) -> dict[str, list[Settled]]:
+        """Apply runs of updates, each a room's consecutive updates in stream order.
+
+        One pipelined read of every room, the patches merged here one after another, then one
+        pipelined script per room that writes them all and checks the room is still at the
+        version read (compare-and-set; a room that moved is read and merged again). Two round
+        trips for a whole batch, whatever the number of rooms and updates in it.
+        """
+        settled: dict[str, list[Settled]] = {}
+        refused: list[tuple[RoomCommand, str, ServiceError]] = []
+        pending = dict(runs)
         for _ in range(CAS_ATTEMPTS):
+            plans = await self._plan(pending)
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(keys.room(cmd.room), ["state", "version"])
-                pipe.zscore(keys.room_members(cmd.room), cmd.conn)
-                (raw_state, raw_version), score = await pipe.execute()
-            if raw_version is None or score is None:
-                raise NotSubscribed(f"not a member of room {cmd.room!r}: join it first")
-            version = int(raw_version)
-            current = json.loads(raw_state)
-            if cmd.version is not None and cmd.version != version:
-                raise Conflict(
-                    f"room {cmd.room!r} is at version {version}, not {cmd.version}",
-                    version=version,
-                    state=current,
+                for room, plan in plans.items():
+                    await self._updates(
+                        keys=self._room_keys(room),
+                        args=[
+                            now_ms,
+                            room,
+                            dumps(room),
+                            self.limits.idle_ttl_ms,
+                            self._push_channel(room),
+                            plan.version,
+                            *plan.args,
+                        ],
+                        client=pipe,
+                    )
+                replies = await pipe.execute() if plans else []
+            for (room, plan), (status, _) in zip(plans.items(), replies, strict=True):
+                if status != b"retry":
+                    settled[room] = plan.outcomes
+                    del pending[room]
+            for room in [room for room in pending if room not in plans]:
+                # No room (any more): nobody can be a member of it.
+                gone = NotSubscribed(f"not a member of room {room!r}: join it first")
+                refused.extend((cmd, entry, gone) for cmd, entry in pending.pop(room))
+            if not pending:
+                break
+        busy = NotAvailable("room is too busy: update not applied, try again")
+        refused.extend((cmd, entry, busy) for run in pending.values() for cmd, entry in run)
+        for cmd, entry, exc in refused:
+            settled.setdefault(cmd.room, []).append((entry, exc))
+        await self._refuse(refused)
+        return settled
+
+    async def _refuse(self, refused: Sequence[tuple[RoomCommand, str, ServiceError]]) -> None:
+        """Reply with each error, in one round trip."""
+        answered = [(cmd, exc) for cmd, _, exc in refused if cmd.req and cmd.gw]
+        if not answered:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cmd, exc in answered:
+                pipe.publish(
+                    self._keys.reply(cmd.gw), dumps({"req": cmd.req, "error": exc.to_dict()})
                 )
-            state = dumps(merge_patch(current, cmd.patch))
-            if state == raw_state.decode():  # nothing changes: no new version
-                await self.reply(cmd, {"result": await self.snapshot(cmd.room)})
-                return Outcome(version, changed=False)
-            self._check_size(state)
-            status, value = await self._update(
-                keys=self._room_keys(cmd.room),
-                args=[
-                    now_ms,
-                    cmd.room,
-                    dumps(cmd.room),
-                    cmd.conn,
-                    version,
-                    state,
-                    dumps(cmd.patch),
-                    entry,
-                    self._push_channel(cmd.room),
-                    *self._reply_args(cmd),
-                    self.limits.idle_ttl_ms,
-                ],
-            )
-            if status == b"member":
-                raise NotSubscribed(f"not a member of room {cmd.room!r}: join it first")
-            if status != b"retry":
-                return Outcome(int(value), duplicate=status == b"dup")
-        raise NotAvailable(f"room {cmd.room!r} is too busy: update not applied, try again")
+            await pipe.execute()
+
+    async def _plan(
+        self, runs: Mapping[str, Sequence[tuple[RoomCommand, str]]]
+    ) -> dict[str, "_Plan"]:
+        """Read every room of `runs` at once; merge each room's patches into a plan."""
+        keys = self._keys
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room, run in runs.items():
+                pipe.hmget(keys.room(room), ["state", "version"])
+                pipe.zmscore(keys.room_members(room), [cmd.conn for cmd, _ in run])
+                pipe.zmscore(keys.room_done(room), [entry for _, entry in run])
+            replies = await pipe.execute()
+        plans: dict[str, _Plan] = {}
+        for index, (room, run) in enumerate(runs.items()):
+            (raw_state, raw_version), members, done = replies[3 * index : 3 * index + 3]
+            if raw_version is not None:
+                plans[room] = self._merge(room, run, raw_state, int(raw_version), members, done)
+        return plans
+
+    def _merge(
+        self,
+        room: str,
+        run: Sequence[tuple[RoomCommand, str]],
+        raw_state: bytes,
+        version: int,
+        members: list[float | None],
+        done: list[float | None],
+    ) -> "_Plan":
+        plan = _Plan(version)
+        current_raw = raw_state.decode()
+        current = json.loads(current_raw)
+        for (cmd, entry), member, seen in zip(run, members, done, strict=True):
+            assert cmd.patch is not None
+            if seen is not None:  # applied before (redelivered): its reply went out then
+                plan.outcomes.append((entry, Outcome(version, duplicate=True)))
+                continue
+            try:
+                if member is None:
+                    raise NotSubscribed(f"not a member of room {room!r}: join it first")
+                if cmd.version is not None and cmd.version != version:
+                    raise Conflict(
+                        f"room {room!r} is at version {version}, not {cmd.version}",
+                        version=version,
+                        state=current,
+                    )
+                merged = merge_patch(current, cmd.patch)
+                merged_raw = dumps(merged)
+                if merged_raw == current_raw:
+                    plan.add("s", entry, self._reply_args(cmd))
+                    plan.outcomes.append((entry, Outcome(version, changed=False)))
+                    continue
+                self._check_size(merged_raw)
+            except ServiceError as exc:
+                plan.add("e", entry, self._reply_args(cmd), dumps(exc.to_dict()))
+                plan.outcomes.append((entry, exc))
+                continue
+            version += 1
+            current, current_raw = merged, merged_raw
+            plan.add("u", entry, self._reply_args(cmd), merged_raw, dumps(cmd.patch))
+            plan.outcomes.append((entry, Outcome(version)))
+        return plan
 
     async def get(self, cmd: RoomCommand) -> Outcome:
         snapshot = await self.snapshot(cmd.room)

@@ -11,6 +11,7 @@ pending entries. Redelivery is harmless: each change records its entry id (see s
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -146,48 +147,87 @@ class CommandConsumer:
                 return
 
     async def apply(self, entries: list[Entry]) -> None:
-        """Apply a batch: in order within a room, rooms concurrently; ack what was settled."""
-        by_room: dict[str, list[tuple[str, RoomCommand | None, bytes]]] = {}
+        """Apply a batch: in order within a room, rooms together; ack what was settled.
+
+        The batch goes in waves. A wave takes the head of every room's queue: a run of
+        consecutive updates (all rooms' runs go to Redis together, see `RoomStore.update_runs`)
+        or one other command (joins and leaves, one script each, concurrently).
+        """
+        queues: dict[str, deque[tuple[str, RoomCommand]]] = {}
+        acks: list[str] = []
         for entry_id, fields in entries:
             raw = fields.get(b"c", b"")
             try:
-                cmd: RoomCommand | None = RoomCommand.decode(raw)
+                cmd = RoomCommand.decode(raw)
             except ServiceError as exc:
                 await self._refuse(raw, exc)
-                cmd = None
-            room = cmd.room if cmd is not None else ""
-            by_room.setdefault(room, []).append((entry_id, cmd, raw))
-        settled = await asyncio.gather(*(self._apply_room(items) for items in by_room.values()))
-        acks = [entry_id for ids in settled for entry_id in ids]
+                acks.append(entry_id)
+                continue
+            queues.setdefault(cmd.room, deque()).append((entry_id, cmd))
+        while queues:
+            runs: dict[str, list[tuple[RoomCommand, str]]] = {}
+            singles: list[tuple[RoomCommand, str]] = []
+            for room, queue in queues.items():
+                if queue[0][1].op != "update":
+                    entry_id, cmd = queue.popleft()
+                    singles.append((cmd, entry_id))
+                    continue
+                run = runs[room] = []
+                while queue and queue[0][1].op == "update":
+                    entry_id, cmd = queue.popleft()
+                    run.append((cmd, entry_id))
+            (settled, stalled_rooms), oks = await asyncio.gather(
+                self._apply_updates(runs),
+                asyncio.gather(*(self._apply_single(cmd, entry) for cmd, entry in singles)),
+            )
+            acks += settled
+            stalled = set(stalled_rooms)  # rooms whose commands stay pending (Redis failed)
+            for (cmd, entry_id), ok in zip(singles, oks, strict=True):
+                if ok:
+                    acks.append(entry_id)
+                else:
+                    stalled.add(cmd.room)
+            for room in [r for r, q in queues.items() if not q or r in stalled]:
+                del queues[room]  # a stalled room's later commands wait with it
         if acks:
             await self._redis.xack(self._keys.rooms_cmd, GROUP, *acks)
             self.applied += len(acks)
 
-    async def _apply_room(self, items: list[tuple[str, RoomCommand | None, bytes]]) -> list[str]:
-        settled: list[str] = []
-        for entry_id, cmd, _ in items:
-            if cmd is None:
-                settled.append(entry_id)
-                continue
-            try:
-                await self._apply_one(cmd, entry_id)
-            except RedisError as exc:
-                # Left pending: claimed again once idle; the rest of this room waits with it.
-                log.warning(
-                    "room command not applied", extra={"room": cmd.room, "error": repr(exc)}
-                )
-                break
-            settled.append(entry_id)
-        return settled
+    async def _apply_updates(
+        self, runs: dict[str, list[tuple[RoomCommand, str]]]
+    ) -> tuple[list[str], list[str]]:
+        """The settled entry ids, and the rooms left pending because Redis failed."""
+        if not runs:
+            return [], []
+        started = time.perf_counter()
+        try:
+            settled = await self._store.update_runs(runs, int(time.time() * 1000))
+        except RedisError as exc:
+            log.warning("room updates not applied", extra={"rooms": len(runs), "error": repr(exc)})
+            return [], list(runs)
+        share = (time.perf_counter() - started) / sum(len(run) for run in runs.values())
+        for outcomes in settled.values():
+            for _, outcome in outcomes:
+                self._observe("update", _outcome_name(outcome), share)
+        return [entry for outcomes in settled.values() for entry, _ in outcomes], []
+
+    async def _apply_single(self, cmd: RoomCommand, entry_id: str) -> bool:
+        """Apply a join, leave or get; False when Redis failed and it stays pending."""
+        try:
+            await self._apply_one(cmd, entry_id)
+        except RedisError as exc:
+            # Left pending: claimed again once idle; the rest of this room waits with it.
+            log.warning("room command not applied", extra={"room": cmd.room, "error": repr(exc)})
+            return False
+        return True
 
     async def _apply_one(self, cmd: RoomCommand, entry_id: str) -> None:
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await self._dispatch(cmd, entry_id)
-            outcome = "duplicate" if result.duplicate else "ok" if result.changed else "unchanged"
+            outcome = _outcome_name(await self._dispatch(cmd, entry_id))
         except ServiceError as exc:
-            outcome = exc.code.name.lower()
+            outcome = _outcome_name(exc)
             await self._store.reply(cmd, {"error": exc.to_dict()})
         except RedisError:
             raise
@@ -204,8 +244,6 @@ class CommandConsumer:
             return store.join(cmd, entry_id, now_ms)
         if cmd.op == "leave":
             return store.leave(cmd, entry_id, now_ms)
-        if cmd.op == "update":
-            return store.update(cmd, entry_id, now_ms)
         return store.get(cmd)
 
     async def _refuse(self, raw: bytes, exc: ServiceError) -> None:
@@ -224,6 +262,12 @@ class CommandConsumer:
                 lag = group.get("lag", group.get(b"lag"))
                 return int(lag) if lag is not None else None
         return None
+
+
+def _outcome_name(outcome: Outcome | ServiceError) -> str:
+    if isinstance(outcome, ServiceError):
+        return outcome.code.name.lower()
+    return "duplicate" if outcome.duplicate else "ok" if outcome.changed else "unchanged"
 
 
 def _streams(reply: Any) -> list[tuple[Any, list[Any]]]:
