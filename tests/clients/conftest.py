@@ -42,6 +42,41 @@ NAMESPACES = {
 }
 
 
+# Tasks of the handlers service for the clients' rpc tests.
+TASKS = {
+    "task_echo.py": """
+def run(request):
+    return {"data": request.data, "user": request.user, "room": request.room}
+""",
+    "task_fail.py": """
+def run(request):
+    raise ValueError("no such shot")
+""",
+    "task_stuck.py": """
+import asyncio
+
+TIMEOUT = 0.3
+
+async def run(request):
+    await asyncio.sleep(3600)
+""",
+    "task_slow.py": """
+import asyncio
+
+async def run(request):
+    await asyncio.sleep(2)
+    return "late"
+""",
+    "task_admin.py": """
+from services.handlers.api import requires
+
+@requires("admin")
+def run(request):
+    return "done"
+""",
+}
+
+
 @dataclass
 class Stack:
     redis_url: str
@@ -50,6 +85,7 @@ class Stack:
     gateway: ServiceProcess | None = None
     api: ServiceProcess | None = None
     rooms: ServiceProcess | None = None
+    handlers: ServiceProcess | None = None
     gateway_port: int = field(default_factory=free_port)
     started: list[ServiceProcess] = field(default_factory=list)
 
@@ -63,7 +99,7 @@ class Stack:
         return f"http://127.0.0.1:{self.api.port}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = clean_env()
+        env = {k: v for k, v in clean_env().items() if not k.startswith(("ROOMS_", "HANDLERS_"))}
         env.update(gateway_env(self.redis_url, SWITCHBOARD_CHANNELS=self.channels_file, **extra))
         return env
 
@@ -136,11 +172,26 @@ async def stack(
         rooms_env = stack.env(ROOMS_PORT=str(rooms_port), ROOMS_HOST="127.0.0.1")
         rooms_env.update(ROOMS_CONSUMER=f"clients-{rooms_port}", ROOMS_BLOCK_MS="100")
         api_env = stack.env(GATEWAY_PORT=str(api_port), GATEWAY_HOST="127.0.0.1")
+        handlers_port = free_port()
+        tasks, event_handlers = tmp_path / "tasks", tmp_path / "event_handlers"
+        tasks.mkdir()
+        event_handlers.mkdir()
+        for name, source in TASKS.items():
+            (tasks / name).write_text(source)
+        handlers_env = stack.env(
+            HANDLERS_PORT=str(handlers_port),
+            HANDLERS_HOST="127.0.0.1",
+            HANDLERS_CONSUMER=f"clients-{handlers_port}",
+            HANDLERS_BLOCK_MS="100",
+            TASKS_FOLDER=str(tasks),
+            EVENT_HANDLERS_FOLDER=str(event_handlers),
+        )
         # Started side by side: each takes about a second to be ready.
         started = await asyncio.gather(
             launch_service("services.rooms", rooms_env, rooms_port),
             launch_service("services.gateway", api_env, api_port),
             stack.start_gateway(),
+            launch_service("services.handlers", handlers_env, handlers_port),
             return_exceptions=True,
         )
         stack.started.extend(s for s in started if isinstance(s, ServiceProcess))
@@ -148,6 +199,7 @@ async def stack(
             if isinstance(outcome, BaseException):
                 raise outcome
         stack.rooms, stack.api = started[0], started[1]  # type: ignore[assignment]
+        stack.handlers = started[3]  # type: ignore[assignment]
         yield stack
     finally:
         stop_services(stack.started)

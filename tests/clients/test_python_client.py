@@ -294,3 +294,32 @@ async def test_a_session_of_the_app_is_used_and_left_open(
         async with Switchboard(live.ws_url, token=make_token("alice"), session=session) as sb:
             await sb.ping()
         assert not session.closed
+
+
+async def test_rpc_results_and_errors(stack: Stack, make_token: Callable[..., str]) -> None:
+    async with (
+        Switchboard(stack.ws_url, token=make_token("alice"), **FAST) as alice,
+        Switchboard(stack.ws_url, token=make_token("root", scope="admin"), **FAST) as root,
+    ):
+        result = await alice.rpc("echo", {"shot": "sh010"}, room="review-1")
+        assert result == {"data": {"shot": "sh010"}, "user": "alice", "room": "review-1"}
+        assert await root.rpc("admin") == "done"
+
+        async def code_of(method: str, **kw: Any) -> int:
+            with pytest.raises(SwitchboardError) as caught:
+                await alice.rpc(method, **kw)
+            if caught.value.code == ErrorCode.TASK_FAILED:
+                assert "no such shot" in caught.value.message
+            return caught.value.code
+
+        assert await code_of("no.such.method") == ErrorCode.METHOD_NOT_FOUND
+        assert await code_of("admin") == ErrorCode.PERMISSION_DENIED
+        assert await code_of("fail") == ErrorCode.TASK_FAILED
+        assert await code_of("stuck") == ErrorCode.TIMEOUT  # the task's own timeout
+        slow = asyncio.create_task(alice.rpc("slow", timeout_s=0.3))  # the client's timeout
+        await alice.ping()  # not held up behind the rpc
+        assert not slow.done()
+        with pytest.raises(SwitchboardError) as caught:
+            await slow
+        assert caught.value.code == ErrorCode.TIMEOUT
+        await alice.ping()
