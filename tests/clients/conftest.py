@@ -162,8 +162,15 @@ async def live(
 
 @pytest.fixture
 async def stack(
-    redis: Redis, redis_server: RedisProcess, make_token: Callable[..., str], tmp_path: Path
+    request: pytest.FixtureRequest,
+    redis: Redis,
+    redis_server: RedisProcess,
+    make_token: Callable[..., str],
+    tmp_path: Path,
 ) -> AsyncIterator[Stack]:
+    """The stack; with the handlers service (the TASKS) too when the test asks for it:
+    `@pytest.mark.parametrize("stack", [{"handlers": True}], indirect=True)`."""
+    with_handlers = bool(getattr(request, "param", {}).get("handlers"))
     channels = tmp_path / "channels.json"
     channels.write_text(json.dumps({"namespaces": NAMESPACES}))
     stack = Stack(redis_server.url, str(channels), make_token)
@@ -187,19 +194,21 @@ async def stack(
             EVENT_HANDLERS_FOLDER=str(event_handlers),
         )
         # Started side by side: each takes about a second to be ready.
-        started = await asyncio.gather(
+        launches = [
             launch_service("services.rooms", rooms_env, rooms_port),
             launch_service("services.gateway", api_env, api_port),
             stack.start_gateway(),
-            launch_service("services.handlers", handlers_env, handlers_port),
-            return_exceptions=True,
-        )
+        ]
+        if with_handlers:
+            launches.append(launch_service("services.handlers", handlers_env, handlers_port))
+        started = await asyncio.gather(*launches, return_exceptions=True)
         stack.started.extend(s for s in started if isinstance(s, ServiceProcess))
         for outcome in started:
             if isinstance(outcome, BaseException):
                 raise outcome
         stack.rooms, stack.api = started[0], started[1]  # type: ignore[assignment]
-        stack.handlers = started[3]  # type: ignore[assignment]
+        if with_handlers:
+            stack.handlers = started[3]  # type: ignore[assignment]
         yield stack
     finally:
         stop_services(stack.started)

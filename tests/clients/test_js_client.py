@@ -56,6 +56,7 @@ async def control_server(stack: Stack) -> web.AppRunner:
     return runner
 
 
+@pytest.mark.parametrize("stack", [{"handlers": True}], indirect=True, ids=["handlers"])
 async def test_js_client_suite(stack: Stack, tmp_path: Path) -> None:
     node = node_or_skip()
     runner = await control_server(stack)

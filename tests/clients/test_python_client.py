@@ -296,6 +296,7 @@ async def test_a_session_of_the_app_is_used_and_left_open(
         assert not session.closed
 
 
+@pytest.mark.parametrize("stack", [{"handlers": True}], indirect=True, ids=["handlers"])
 async def test_rpc_results_and_errors(stack: Stack, make_token: Callable[..., str]) -> None:
     async with (
         Switchboard(stack.ws_url, token=make_token("alice"), **FAST) as alice,
@@ -323,3 +324,31 @@ async def test_rpc_results_and_errors(stack: Stack, make_token: Callable[..., st
             await slow
         assert caught.value.code == ErrorCode.TIMEOUT
         await alice.ping()
+
+
+async def test_connect_refused_without_a_close_ends_the_client(
+    live: Live, make_token: Callable[..., str]
+) -> None:
+    alice = Switchboard(live.ws_url, token=make_token("alice"), name="x" * 200, **FAST)
+    errors: list[Any] = []
+    alice.on("error", errors.append)
+    try:
+        with pytest.raises(SwitchboardError) as caught:
+            await alice.connect()
+        assert caught.value.code == ErrorCode.CLOSED
+        assert alice.state == "closed"
+        assert [e.code for e in errors] == [ErrorCode.BAD_REQUEST]
+    finally:
+        await alice.close()
+
+
+async def test_a_deleted_room_is_left(live: Live, make_token: Callable[..., str]) -> None:
+    room_id = unique("review")
+    async with Switchboard(live.ws_url, token=make_token("alice"), **FAST) as alice:
+        room = await alice.join_room(room_id, state={"a": 1})
+        status, _ = await live.rooms.api("DELETE", f"/rooms/{room_id}")
+        assert status == 200
+        await wait_until(lambda: room.deleted, what="the deletion push")
+        assert (room.state, room.joined, alice.room(room_id)) == (None, False, None)
+        again = await alice.join_room(room_id, state={"b": 2})  # a new room, versions anew
+        assert (again.version, again.state) == (1, {"b": 2})

@@ -160,7 +160,15 @@ export class Switchboard extends Emitter {
       if (ws !== this._ws) return;
       this.emit('error', err);
       if (err.code === ErrorCode.TOKEN_EXPIRED && this.options.getToken) this._token = null;
-      return; // the server closes the socket: _onClose decides what comes next
+      // The server closes the socket after the refusals that end it (its close code then
+      // decides what comes next); after others (Redis unreachable: 108, a bad `name`: 107)
+      // it keeps it open: drop it, to retry later if the error is temporary.
+      setTimeout(() => {
+        if (ws !== this._ws) return;
+        this._closeInfo = { code: CloseCode.NORMAL, reason: err.message, reconnect: err.temporary };
+        this._drop(ws, CloseCode.NORMAL, err.message);
+      }, 1000);
+      return;
     }
     if (ws !== this._ws) return;
     this.client = result.client;
@@ -498,9 +506,14 @@ export class Switchboard extends Emitter {
     return this._subs.get(channel);
   }
 
-  /** Publish (namespaces with `allow_publish`); resolves with `{offset, epoch}`. */
-  publish(channel, data) {
-    return this._call('publish', { channel, data });
+  /**
+   * Publish (namespaces with `allow_publish`); resolves with `{offset, epoch}`. options:
+   * `event` (a name; where the namespace has `events`, the handlers service receives it too).
+   */
+  publish(channel, data, options = {}) {
+    const fields = { channel, data };
+    if (options.event !== undefined) fields.event = options.event;
+    return this._call('publish', fields);
   }
 
   /** `{publications, offset, epoch}`; options `since: {offset, epoch}`, `limit`. */

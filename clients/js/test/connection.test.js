@@ -88,3 +88,13 @@ test('a forged token is refused for good (101, close 4500)', async (t) => {
   assert.equal(eve.state, 'closed');
   assert.equal(errors[0].code, ErrorCode.UNAUTHORIZED);
 });
+
+test('a connect refused without a close (107: name too long) ends the client', async (t) => {
+  const alice = client(t, 'alice', { name: 'x'.repeat(200) });
+  const errors = [];
+  alice.on('error', (err) => errors.push(err.code));
+  const [info] = await next(alice, 'disconnected', 3000);
+  assert.equal(info.reconnect, false);
+  assert.equal(alice.state, 'closed');
+  assert.deepEqual(errors, [ErrorCode.BAD_REQUEST]);
+});

@@ -212,7 +212,7 @@ class Switchboard:
         reader = asyncio.create_task(self._read(ws))
         restored = False
         try:
-            restored = await self._handshake(ws, token)
+            restored = await self._handshake(ws, token, reader)
             await reader
         finally:
             reader.cancel()
@@ -235,7 +235,9 @@ class Switchboard:
         reconnect = not is_terminal_close(code) and info.get("reconnect") is not False
         return code, reason, reconnect, restored
 
-    async def _handshake(self, ws: aiohttp.ClientWebSocketResponse, token: str) -> bool:
+    async def _handshake(
+        self, ws: aiohttp.ClientWebSocketResponse, token: str, reader: asyncio.Task[None]
+    ) -> bool:
         command: dict[str, Any] = {"op": "connect", "token": token}
         if self.name:
             command["name"] = self.name
@@ -245,7 +247,15 @@ class Switchboard:
             self._emit("error", exc)
             if exc.code == ErrorCode.TOKEN_EXPIRED and self._get_token is not None:
                 self._token = None
-            return False  # the server closes the socket: the close code decides what next
+            # The server closes the socket after the refusals that end it (its close code then
+            # decides what next); after others (Redis unreachable: 108, a bad `name`: 107) it
+            # keeps it open: close it, to retry later if the error is temporary.
+            done, _ = await asyncio.wait({reader}, timeout=1.0)
+            if done:
+                return False
+            self._close_info = {"code": 1000, "reason": exc.message, "reconnect": exc.temporary}
+            await ws.close()
+            return False
         self.client_id, self.user = result.get("client"), result.get("user")
         self._set_token_expiry(ws, result.get("expires_in"))
         self._set_state("connected")
