@@ -12,7 +12,6 @@ time is up (their idle time is set high, so a live replica claims them at once).
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +22,9 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import StreamIdT
 
 log = logging.getLogger(__name__)
+
+# What a released entry's idle time is set to: past any replica's claim threshold.
+RELEASED_IDLE_MS = 365 * 24 * 3600 * 1000
 
 Process = Callable[[str, dict[bytes, bytes]], Awaitable[bool]]
 
@@ -48,6 +50,7 @@ class StreamConsumer:
         self._room.set()
         self._acks: list[str] = []
         self._ack_wanted = asyncio.Event()
+        self._acks_closing = False
         self._stopping = False
         self._running = False
         self._stopped = asyncio.Event()
@@ -76,6 +79,7 @@ class StreamConsumer:
             await asyncio.Future()
         self._running = True
         self._stopped.clear()
+        self._acks_closing = False
         acker = asyncio.create_task(self._ack_loop(), name=f"acks:{self._settings.stream}")
         try:
             await self.ensure_group()
@@ -88,9 +92,12 @@ class StreamConsumer:
             await self._drain()
         finally:
             self.ready = False
-            acker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acker
+            # Not cancelled: a cancellation landing inside a Redis command may be swallowed.
+            self._acks_closing = True
+            self._ack_wanted.set()
+            await asyncio.wait([acker], timeout=5)
+            if not acker.done():
+                acker.cancel()
             await self._flush_acks()
             self._running = False
             self._stopped.set()
@@ -144,7 +151,7 @@ class StreamConsumer:
                 settings.consumer,
                 0,
                 ids,
-                idle=settings.claim_idle_ms * 10,
+                idle=RELEASED_IDLE_MS,
                 justid=True,
             )
             log.warning("released entries in hand", extra={"count": len(ids)})
@@ -194,7 +201,7 @@ class StreamConsumer:
         self._ack_wanted.set()
 
     async def _ack_loop(self) -> None:
-        while True:
+        while not self._acks_closing:
             await self._ack_wanted.wait()
             self._ack_wanted.clear()
             await self._flush_acks()

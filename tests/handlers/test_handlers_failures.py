@@ -132,7 +132,7 @@ async def test_a_hung_handler_is_timed_out_and_the_others_keep_running(
     await wait_until(lambda: group_settled(redis), what="events settled", timeout_s=10)
     assert await redis.get("fast") == b"1"
     assert (await redis.get("sync-started"), await redis.get("async-started")) == (b"2", b"2")
-    status, body = await service.api("GET", "/dlq")
+    _, body = await service.api("GET", "/dlq")
     errors = {e["handler"]: e["error"] for e in body["entries"]}
     assert errors == {
         "on_slow_sync": "TimeoutError: timed out after 0.2 s",  # the module's TIMEOUT
