@@ -74,6 +74,8 @@ class RoomLink:
         self.replies_connected = replies_connected  # whether a reply can reach us now
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
+        self._batch: tuple[list[RoomCommand], asyncio.Future[None]] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     def command(self, op: str, room: str, conn: ClientConnection, **fields: Any) -> RoomCommand:
         return RoomCommand(
@@ -113,23 +115,48 @@ class RoomLink:
             await self._send(commands)
 
     async def _send(self, commands: list[RoomCommand]) -> None:
-        if len(commands) == 1:  # the common case: a plain command costs less than a pipeline
-            await self._redis.xadd(
-                self._keys.rooms_cmd,
-                {"c": commands[0].encode()},
-                maxlen=STREAM_MAXLEN,
-                approximate=True,
-            )
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.xadd(
+        """Queue commands for the XADD of this loop turn: the commands of every socket read in
+        one turn go to Redis in one round trip (one plain XADD when there is only one)."""
+        batch = self._batch
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._batch = ([], loop.create_future())
+            # Retrieved even when every waiter was cancelled: no "never retrieved" warning.
+            batch[1].add_done_callback(lambda f: f.cancelled() or f.exception())
+            loop.call_soon(self._write_batch)
+        batch[0].extend(commands)
+        await asyncio.shield(batch[1])
+
+    def _write_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            task = asyncio.ensure_future(self._write(*batch))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write(self, commands: list[RoomCommand], done: asyncio.Future[None]) -> None:
+        try:
+            if len(commands) == 1:  # the common case: a plain command costs less than a pipeline
+                await self._redis.xadd(
                     self._keys.rooms_cmd,
-                    {"c": command.encode()},
+                    {"c": commands[0].encode()},
                     maxlen=STREAM_MAXLEN,
                     approximate=True,
                 )
-            await pipe.execute()
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for command in commands:
+                        pipe.xadd(
+                            self._keys.rooms_cmd,
+                            {"c": command.encode()},
+                            maxlen=STREAM_MAXLEN,
+                            approximate=True,
+                        )
+                    await pipe.execute()
+        except Exception as exc:  # every waiter of the batch gets it (RedisError, mostly)
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
 
     def on_reply(self, data: bytes) -> None:
         """Subscriber callback for this node's reply channel."""
