@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { ErrorCode, SwitchboardError } from '../src/index.js';
-import { client, next, publishViaApi, rejection, unique, waitFor } from './helpers.js';
+import { URL, client, next, publishViaApi, rejection, unique, waitFor } from './helpers.js';
 
 test('a publication reaches a subscriber once, with its offset, in order', async (t) => {
   const alice = client(t, 'alice');
@@ -137,4 +137,19 @@ test('state events: connecting, connected, then closed on close()', async (t) =>
   assert.deepEqual(states, ['connecting', 'connected', 'closed']);
   const err = await rejection(alice.publish('chat:x', {}));
   assert.equal(err.code, ErrorCode.CLOSED);
+});
+
+test('a WebSocket constructor given in the options is the one used', async (t) => {
+  const { WebSocket: NodeWebSocket } = await import('ws');
+  const opened = [];
+  class Recorded extends NodeWebSocket {
+    constructor(url) {
+      super(url);
+      opened.push(url);
+    }
+  }
+  const alice = client(t, 'alice', { WebSocket: Recorded });
+  await alice.ready();
+  await alice.ping();
+  assert.deepEqual(opened, [URL]);
 });

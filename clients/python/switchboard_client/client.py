@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from .callbacks import call_safely
 from .errors import CloseCode, ErrorCode, SwitchboardError, is_terminal_close
 from .room import Room, RoomChange
 from .subscription import Subscribed, Subscription
@@ -138,10 +139,7 @@ class Switchboard:
 
     def _emit(self, event: str, *args: Any) -> None:
         for callback in list(self._listeners.get(event, [])):
-            try:
-                callback(*args)
-            except Exception:  # one faulty listener must not stop the client
-                log.exception("switchboard listener for %r failed", event)
+            call_safely(callback, *args)
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
@@ -159,7 +157,17 @@ class Switchboard:
         try:
             while True:
                 self._set_state("connecting")
-                code, reason, reconnect, was_up = await self._connection()
+                try:
+                    code, reason, reconnect, was_up = await self._connection()
+                except Exception as exc:  # a bug here must not stop the reconnects
+                    log.exception("switchboard_client: connection failed")
+                    self._emit("error", exc)
+                    code, reason, reconnect, was_up = (
+                        int(CloseCode.ABNORMAL),
+                        repr(exc),
+                        True,
+                        False,
+                    )
                 self.client_id = None
                 if code == CloseCode.TOKEN_EXPIRED:
                     if self._get_token is None:
@@ -355,7 +363,7 @@ class Switchboard:
             sub = self._subs.get(msg.get("channel", ""))
             callback = None if sub is None else sub.on_join if kind == "join" else sub.on_leave
             if callback is not None:
-                callback(msg.get("info"))
+                call_safely(callback, msg.get("info"))
         elif kind == "room":
             room = self._rooms.get(msg.get("room", ""))
             if room is not None:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .callbacks import call_safely
+
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: objects merge key by key, None deletes, the rest replaces."""
@@ -82,4 +84,4 @@ class Room:
             self._changes.get_nowait()
         self._changes.put_nowait(change)
         if self._on_change is not None:
-            self._on_change(self, change)
+            call_safely(self._on_change, self, change)

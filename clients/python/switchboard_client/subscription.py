@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .callbacks import call_safely
 from .errors import ErrorCode, SwitchboardError
 
 if TYPE_CHECKING:
@@ -136,10 +137,10 @@ class Subscription:
         if not self._ready.done():
             self._ready.set_result(None)
         if self.on_subscribed is not None:
-            self.on_subscribed(info)
+            call_safely(self.on_subscribed, info)
         if (asked_since or resubscribed) and not self.recovered:
             if self.on_recovery_failed is not None:
-                self.on_recovery_failed(info)
+                call_safely(self.on_recovery_failed, info)
             self.client._emit("recovery_failed", info)
         return info
 
