@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import { CloseCode } from '../src/index.js';
 import { client, gateway, publishViaApi, unique, waitFor } from './helpers.js';
 
 test('after the gateway is killed and restarted, subscriptions and rooms come back', async (t) => {
@@ -59,4 +60,20 @@ test('after the gateway is killed and restarted, subscriptions and rooms come ba
   await alice.updateRoom(roomId, { frame: 2 });
   await waitFor(() => bobRoom.state.frame === 2, 'bob seeing frame 2');
   assert.equal(room.version, bobRoom.version);
+});
+
+test('a gateway shutting down (1012) is reconnected to once it is back', async (t) => {
+  const alice = client(t, 'alice');
+  const channel = unique('chat:restart');
+  const received = [];
+  await alice.subscribe(channel, { onPublication: (p) => received.push(p.data.n) });
+  const disconnects = [];
+  alice.on('disconnected', (info) => disconnects.push(info));
+  await gateway('stop'); // SIGTERM: the gateway closes its sockets with 1012, then exits
+  await publishViaApi(channel, { n: 1 });
+  await gateway('start');
+  await waitFor(() => received.length === 1, 'the publication made meanwhile', 10000);
+  assert.equal(disconnects[0].code, CloseCode.SERVICE_RESTART);
+  assert.equal(disconnects[0].reconnect, true);
+  assert.equal(alice.state, 'connected');
 });
