@@ -98,17 +98,22 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "autoscaling": {"targetMemoryUtilizationPercentage": 80},
         },
         "rooms": {"autoscaling": {"enabled": True}},
-        "streams": {"enabled": True},
+        "streams": {"settings": {"usersSecret": "sb-users", "announce": True}},
         "handlers": {
-            "enabled": True,
             "autoscaling": {"enabled": True},
-            "settings": {"handlersConfigMap": "sb-handlers", "tasksConfigMap": "sb-tasks"},
+            "settings": {
+                "handlersConfigMap": "sb-handlers",
+                "tasksConfigMap": "sb-tasks",
+                "isolation": "process",
+            },
         },
     },
     "everything-off": {
         "ingress": {"enabled": False},
         "topologySpread": {"enabled": False},
         "rooms": {"enabled": False},
+        "streams": {"enabled": False},
+        "handlers": {"enabled": False},
         "gateway": {"autoscaling": {"enabled": False}, "pdb": {"create": False}},
     },
     "public-keys": {

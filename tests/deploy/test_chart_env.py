@@ -31,19 +31,6 @@ from tests.helpers import clean_env
 # /tmp is the pod's emptyDir.
 PROCESS_ENV = {"HOME", "TMPDIR"}
 
-# Names the chart sets for components whose service is not written yet. Each is allowed only
-# while services/<component>/ is absent: once the service lands, its from_env must read them.
-PENDING_ENV = {
-    "streams": {"STREAMS_HOST", "STREAMS_PORT", "STREAMS_SHUTDOWN_TIMEOUT_S"},
-    "handlers": {
-        "HANDLERS_HOST",
-        "HANDLERS_PORT",
-        "HANDLERS_SHUTDOWN_TIMEOUT_S",
-        "EVENT_HANDLERS_FOLDER",
-        "HANDLERS_TASKS_FOLDER",
-    },
-}
-
 
 def service_exists(component: str) -> bool:
     return (SERVICES / component / "__main__.py").is_file()
@@ -53,6 +40,7 @@ def test_the_scan_finds_what_the_services_read() -> None:
     names = env_names_read()
     assert {"GATEWAY_PORT", "REDIS_URL", "SECRET_KEY", "KV_PASSWORD", "LOG_JSON"} <= names
     assert {"JWT_PUBLIC_KEY_FILE", "SWITCHBOARD_CHANNELS"} <= names
+    assert {"STREAMS_MAXLEN", "FRAMES_LABELS_RATE", "TASKS_FOLDER"} <= names
     assert "INFO" not in names  # a default value is not a name
 
 
@@ -61,28 +49,16 @@ def test_every_env_name_the_chart_sets_is_read_by_a_service(name: str, tmp_path:
     docs = render(VALUE_SETS[name], tmp_path)
     read = env_names_read()
     for component, deployment in deployments(docs).items():
-        allowed = read | PROCESS_ENV
-        if not service_exists(component):
-            allowed |= PENDING_ENV[component]
         extra = set(VALUE_SETS[name].get(component, {}).get("extraEnv", {}))
-        unknown = set(container_env(docs, deployment)) - allowed - extra
+        unknown = set(container_env(docs, deployment)) - read - PROCESS_ENV - extra
         assert not unknown, f"{component}: the chart sets {sorted(unknown)}, no service reads them"
 
 
-def test_pending_names_are_dropped_once_the_service_exists() -> None:
-    read = env_names_read()
-    for component, names in PENDING_ENV.items():
-        if service_exists(component):
-            assert names <= read, f"services/{component} reads none of {sorted(names - read)}"
-
-
-def test_components_default_on_only_when_their_service_exists() -> None:
+def test_every_component_is_written_and_on_by_default() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for component in COMPONENTS:
-        if values[component]["enabled"]:
-            assert service_exists(component), f"{component} is enabled but not written"
-    assert values["gateway"]["enabled"] and values["rooms"]["enabled"]
-    assert not values["streams"]["enabled"] and not values["handlers"]["enabled"]
+        assert service_exists(component), f"services/{component} is missing"
+        assert values[component]["enabled"], f"{component} is off by default"
 
 
 def _pem_keys(tmp_path: Path) -> dict[str, str]:

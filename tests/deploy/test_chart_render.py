@@ -169,19 +169,18 @@ def test_validation_catches_a_broken_object(tmp_path: Path) -> None:
         validate(deployment)
 
 
+PER_COMPONENT = ("Deployment", "Service", "PodDisruptionBudget")
+
+
 def test_default_objects(tmp_path: Path) -> None:
     docs = render({}, tmp_path)
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
     assert kinds == sorted(
         [
             ("ConfigMap", f"{FULL}-config"),
-            ("Deployment", f"{FULL}-gateway"),
-            ("Deployment", f"{FULL}-rooms"),
-            ("Service", f"{FULL}-gateway"),
-            ("Service", f"{FULL}-rooms"),
-            ("PodDisruptionBudget", f"{FULL}-gateway"),
-            ("PodDisruptionBudget", f"{FULL}-rooms"),
+            *[(kind, f"{FULL}-{c}") for c in COMPONENTS for kind in PER_COMPONENT],
             ("HorizontalPodAutoscaler", f"{FULL}-gateway"),
+            ("HorizontalPodAutoscaler", f"{FULL}-streams"),
             ("Ingress", FULL),
         ]
     )
@@ -346,15 +345,11 @@ def test_ingress_routes_and_annotations(tmp_path: Path) -> None:
     assert int(notes["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
 
 
-def test_ingress_default_routes_follow_enabled_components(tmp_path: Path) -> None:
-    routes = _routes(one(render({}, tmp_path), "Ingress", FULL))
-    assert routes == {
-        "/ws": "gateway",
-        "/socket.io": "gateway",
-        "/zeph": "gateway",
-        "/api": "gateway",
-        "/rooms": "rooms",
-    }
+def test_ingress_routes_follow_enabled_components(tmp_path: Path) -> None:
+    everything = _routes(one(render(VALUE_SETS["everything-on"], tmp_path), "Ingress", FULL))
+    assert _routes(one(render({}, tmp_path), "Ingress", FULL)) == everything
+    routes = _routes(one(render({"streams": {"enabled": False}}, tmp_path), "Ingress", FULL))
+    assert routes == {path: c for path, c in everything.items() if c != "streams"}
 
 
 def test_ingress_tls(tmp_path: Path) -> None:
@@ -465,10 +460,12 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"rooms": {"settings": {"maxMembers": 5}}},
         "additional properties 'maxMembers'",
     ),
-    "unknown key in a component that does not exist yet": (
+    "unknown streams settings key": (
         {"streams": {"settings": {"retention": 5}}},
         "additional properties 'retention'",
     ),
+    "bad stream access": ({"streams": {"settings": {"defaultAccess": "all"}}}, "defaultAccess"),
+    "bad isolation": ({"handlers": {"settings": {"isolation": "fork"}}}, "isolation"),
     "a secret in extraEnv": ({"gateway": {"extraEnv": {"SECRET_KEY": "x" * 40}}}, "SECRET_KEY"),
     "a password in redis.url": ({"redis": {"url": "redis://:hunter2@redis:6379/0"}}, "/redis/url"),
     "unknown algorithm": ({"auth": {"algorithms": ["none"]}}, "/auth/algorithms"),

@@ -201,15 +201,51 @@ Names are exactly the ones the services' settings read (tests/deploy checks it).
 - name: ROOMS_MAX_STATE_BYTES
   value: {{ $s.maxStateBytes | int64 | quote }}
 {{- end }}
+{{- if eq .component "streams" }}
+{{- $s := $v.settings }}
+- name: STREAMS_MAXLEN
+  value: {{ $s.maxLen | int64 | quote }}
+- name: STREAMS_MAXLEN_EXACT
+  value: {{ $s.maxLenExact | quote }}
+- name: STREAMS_MAX_AGE_S
+  value: {{ $s.maxAgeSeconds | quote }}
+- name: STREAMS_MAX_ENTRY_BYTES
+  value: {{ $s.maxEntryBytes | int64 | quote }}
+- name: STREAMS_DEFAULT_ACCESS
+  value: {{ $s.defaultAccess | quote }}
+- name: STREAMS_ANNOUNCE
+  value: {{ $s.announce | quote }}
+{{- if $s.usersSecret }}
+- name: STREAMS_USERS_FILE
+  value: /etc/switchboard/users/users
+{{- end }}
+- name: FRAMES_MAXLEN
+  value: {{ $s.frames.maxLen | int64 | quote }}
+- name: FRAMES_DEFAULT_ACCESS
+  value: {{ $s.frames.defaultAccess | quote }}
+- name: FRAMES_LABELS_RATE
+  value: {{ $s.frames.labelsRate | int64 | quote }}
+- name: FRAMES_LABELS_RATE_WINDOW_S
+  value: {{ $s.frames.labelsRateWindowSeconds | int64 | quote }}
+{{- end }}
 {{- if eq .component "handlers" }}
-{{- if $v.settings.handlersConfigMap }}
+{{- $s := $v.settings }}
+{{- if $s.handlersConfigMap }}
 - name: EVENT_HANDLERS_FOLDER
   value: /etc/switchboard/handlers
 {{- end }}
-{{- if $v.settings.tasksConfigMap }}
-- name: HANDLERS_TASKS_FOLDER
+{{- if $s.tasksConfigMap }}
+- name: TASKS_FOLDER
   value: /etc/switchboard/tasks
 {{- end }}
+- name: HANDLERS_ISOLATION
+  value: {{ $s.isolation | quote }}
+- name: HANDLERS_TIMEOUT_S
+  value: {{ $s.timeoutSeconds | quote }}
+- name: HANDLERS_RETRIES
+  value: {{ $s.retries | int64 | quote }}
+- name: HANDLERS_TASK_TIMEOUT_S
+  value: {{ $s.taskTimeoutSeconds | quote }}
 {{- end }}
 {{- range $name, $value := $v.extraEnv }}
 - name: {{ $name }}
@@ -232,6 +268,13 @@ Names are exactly the ones the services' settings read (tests/deploy checks it).
 - name: jwt
   secret:
     secretName: {{ $root.Values.auth.existingSecret }}
+{{- end }}
+{{- if eq .component "streams" }}
+{{- with .values.settings.usersSecret }}
+- name: users
+  secret:
+    secretName: {{ . }}
+{{- end }}
 {{- end }}
 {{- if eq .component "handlers" }}
 {{- with .values.settings.handlersConfigMap }}
@@ -259,6 +302,11 @@ Names are exactly the ones the services' settings read (tests/deploy checks it).
 {{- if ne (include "switchboard.hmac" $root) "true" }}
 - name: jwt
   mountPath: /etc/switchboard/jwt
+  readOnly: true
+{{- end }}
+{{- if and (eq .component "streams") .values.settings.usersSecret }}
+- name: users
+  mountPath: /etc/switchboard/users
   readOnly: true
 {{- end }}
 {{- if eq .component "handlers" }}
