@@ -21,6 +21,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import StreamIdT
 
+from .background import cancel_until_done
+
 log = logging.getLogger(__name__)
 
 # What a released entry's idle time is set to: past any replica's claim threshold.
@@ -96,8 +98,7 @@ class StreamConsumer:
             self._acks_closing = True
             self._ack_wanted.set()
             await asyncio.wait([acker], timeout=5)
-            if not acker.done():
-                acker.cancel()
+            await cancel_until_done([acker])
             await self._flush_acks()
             self._running = False
             self._stopped.set()
@@ -137,9 +138,7 @@ class StreamConsumer:
                 ids: list[StreamIdT] = [
                     eid for eid, task in self._inflight.items() if task in pending
                 ]
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                await cancel_until_done(pending)
                 await self._release(ids)
 
     async def _release(self, ids: list[StreamIdT]) -> None:

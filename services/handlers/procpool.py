@@ -51,10 +51,16 @@ class _Worker:
 
 class ProcessPool:
     def __init__(
-        self, size: int, init: WorkerInit, *, on_replace: Callable[[str], None] | None = None
+        self,
+        size: int,
+        init: WorkerInit,
+        *,
+        on_replace: Callable[[str], None] | None = None,
+        start_timeout_s: float = 30.0,
     ) -> None:
         self._size = size
         self._init = init
+        self._start_timeout_s = start_timeout_s
         self._on_replace = on_replace or (lambda reason: None)
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
@@ -79,12 +85,23 @@ class ProcessPool:
         healthy = False
         try:
             worker.conn.send(call)
-            async with asyncio.timeout(timeout_s):
-                reply = await self._receive(worker)
+            # The call's timeout counts from the handler's start: a worker just spawned (or
+            # loading a reloaded folder) gets its own, longer allowance.
+            try:
+                async with asyncio.timeout(self._start_timeout_s):
+                    reply = await self._receive(worker)
+            except TimeoutError:
+                raise WorkerTimeout(
+                    f"worker did not start the handler within {self._start_timeout_s:g} s"
+                ) from None
+            if reply[0] == "started":
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        reply = await self._receive(worker)
+                except TimeoutError:
+                    raise WorkerTimeout(f"timed out after {timeout_s:g} s; worker killed") from None
             healthy = True
             return reply
-        except TimeoutError:
-            raise WorkerTimeout(f"timed out after {timeout_s:g} s; worker killed") from None
         except (EOFError, OSError):
             code = await asyncio.to_thread(self._exit_code, worker)
             raise WorkerDied(f"worker process died (exit code {code})") from None

@@ -36,7 +36,8 @@ class WorkerCall:
     event: dict[str, str]
 
 
-# Replies: ("ok", "", "") or ("error", message, traceback).
+# Per call the worker sends ("started", "", "") once the handler is loaded and about to run,
+# then ("ok", "", "") or ("error", message, traceback).
 Reply = tuple[str, str, str]
 
 
@@ -79,16 +80,17 @@ def worker_main(conn: Connection, init: WorkerInit) -> None:
             handlers, errors = load_handlers(Path(call.folder))
             registry = Registry(call.generation, handlers, {}, errors)
             loaded = (call.folder, call.generation)
-        conn.send(_run(registry, call))
+        conn.send(_run(registry, call, conn))
 
 
-def _run(registry: Registry, call: WorkerCall) -> Reply:
+def _run(registry: Registry, call: WorkerCall, conn: Connection) -> Reply:
     handler = registry.handler(call.handler_id)
     if handler is None:
         return ("error", f"handler {call.handler_id!r} is not loaded in the worker", "")
     try:
         data = json.loads(call.data_json)
         args: tuple[Any, ...] = (data, call.event) if handler.wants_event else (data,)
+        conn.send(("started", "", ""))
         if handler.is_async:
             asyncio.run(handler.fn(*args))
         else:

@@ -79,7 +79,7 @@ async def test_a_broken_module_of_the_zou_package_skips_the_package_not_the_file
     await publish(redis, "y", {"n": "1"})
     await wait_until(lambda: group_settled(redis), what="settled")
     assert await redis.lrange("ran", 0, -1) == [b"y:1"]
-    status, body = await service.api("GET", "/handlers")
+    _, body = await service.api("GET", "/handlers")
     assert [h["id"] for h in body["handlers"]] == ["on_y"]
     errors = {e["file"].rsplit("/", 2)[-1]: e["error"] for e in body["errors"]}
     assert errors == {

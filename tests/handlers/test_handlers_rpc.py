@@ -113,7 +113,7 @@ async def test_tasks_answer_with_their_result_or_a_typed_error(
     assert (await rpc.call("supervise", claims={"role": "supervisor"}))["result"] == "supervisor"
 
     await wait_until(lambda: group_settled(redis, "sb:rpc"), what="every call acked")
-    status, body = await service.api("GET", "/handlers")
+    _, body = await service.api("GET", "/handlers")
     by_name = {t["name"]: t for t in body["tasks"]}
     assert by_name["admin"]["requires"] == {"scopes": ["admin"], "claims": {}}
     assert (by_name["fail"]["failures"], by_name["fail"]["last_error"]) == (
