@@ -138,3 +138,32 @@ async def test_the_admin_api_needs_an_admin_token(
     assert (status, body["error"]["code"]) == (400, 107)
     status, body = await service.api("DELETE", "/dlq/1-0")
     assert (status, body["error"]["code"]) == (404, 104)
+
+
+async def test_health_readiness_and_metrics(
+    start_handlers: Callable[..., Any], redis: Redis, folders: Any
+) -> None:
+    handlers, _ = folders
+    write(handlers, "on_ping.py", "def handle_event(data):\n    pass\n")
+    service = await start_handlers()
+    await publish(redis, "ping", {})
+    await wait_until(lambda: group_settled(redis), what="settled")
+    session, url = service.http.session, service.http.make_url
+    async with session.get(url("/healthz")) as resp:
+        assert (resp.status, await resp.json()) == (200, {"status": "ok"})
+    async with session.get(url("/readyz")) as resp:
+        body = await resp.json()
+        assert resp.status == 200
+        assert body["checks"] == {"redis": True, "events": True, "rpc": True, "say": True}
+
+    async def metrics_show_it() -> bool:
+        async with session.get(url("/metrics")) as resp:
+            text = await resp.text()
+        return (
+            'switchboard_handlers_runs_total{handler="on_ping",outcome="ok"} 1.0' in text
+            and 'switchboard_handlers_duration_seconds_count{handler="on_ping"} 1.0' in text
+            and 'switchboard_handlers_consumer_lag{stream="events"} 0.0' in text
+            and "switchboard_handlers_event_delay_seconds_count 1.0" in text
+        )
+
+    await wait_until(metrics_show_it, what="the metrics")
