@@ -60,7 +60,8 @@ class ClusterSettings:
     state_dir: Path  # lock, key, haproxy.cfg, Redis data, logs/
     port: int = 8000  # haproxy's; 0 picks a free one
     host: str = "127.0.0.1"  # haproxy's bind address; replicas always listen on 127.0.0.1
-    replicas: int = 2  # of each service
+    replicas: int = 2  # of each service but streams
+    streams_replicas: int = 1  # the layout: one streams process
     services: tuple[str, ...] = ()  # empty: every service present in services/
     secret_key: str | None = field(default=None, repr=False)  # None: SECRET_KEY, or generated
     extra_env: Mapping[str, str] = field(default_factory=dict)  # for every replica
@@ -81,6 +82,7 @@ class ClusterSettings:
             port=env.get("CLUSTER_PORT", parse_port, 8000),
             host=env.get("CLUSTER_HOST", str, "127.0.0.1"),
             replicas=env.get("CLUSTER_REPLICAS", positive(int), 2),
+            streams_replicas=env.get("CLUSTER_STREAMS_REPLICAS", positive(int), 1),
             services=services,
             grace_s=env.get("CLUSTER_GRACE_S", positive(float), 25.0),
         )
@@ -229,11 +231,14 @@ class LocalCluster:
         }
         for service in self.services:
             prefix = service.upper()
-            for index in range(1, self.settings.replicas + 1):
+            count = self.settings.replicas
+            if service == "streams":
+                count = self.settings.streams_replicas
+            for index in range(1, count + 1):
                 name, port = f"{service}-{index}", free_port()
                 env = {**base, f"{prefix}_HOST": "127.0.0.1", f"{prefix}_PORT": str(port)}
-                if service == "rooms":  # a restarted replica resumes its own pending commands
-                    env["ROOMS_CONSUMER"] = name
+                if service in ("rooms", "handlers"):
+                    env[f"{prefix}_CONSUMER"] = name  # a restarted replica resumes its own work
                 argv = [sys.executable, "-m", f"services.{service}"]
                 child = LoggedChild(name, argv, env, self.policy, self.logs / f"{name}.log")
                 self.replicas[name] = Replica(name, service, port, child)

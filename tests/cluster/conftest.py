@@ -17,7 +17,7 @@ NAMESPACES = {"namespaces": {"feed": {"history_size": 10000, "history_ttl_s": 60
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    """haproxy on a free port in front of two replicas of each service, one Redis."""
+    """haproxy on a free port in front of two replicas of each service (one streams), Redis."""
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not on PATH (`make test` installs it: Makefile target `deps`)")
     channels = tmp_path / "channels.json"
@@ -31,6 +31,8 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
             "GATEWAY_SHUTDOWN_TIMEOUT_S": "5",
             "GATEWAY_NODE_REPORT_S": "0.2",
             "ROOMS_SHUTDOWN_TIMEOUT_S": "5",
+            "STREAMS_SHUTDOWN_TIMEOUT_S": "5",
+            "HANDLERS_SHUTDOWN_TIMEOUT_S": "5",
         },
         grace_s=10.0,
         backoff_initial_s=0.2,
