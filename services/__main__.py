@@ -1,6 +1,6 @@
 """`python -m services` and the `switchboard` console script: the local supervisor and its CLI."""
 
-from services.common.cli import main as cli_main
+from services.cli.main import main as cli_main
 
 
 def main() -> None:

@@ -16,8 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .settings import Env, JwtSettings, SettingsError
-from .supervisor import LOCK_FILE, SECRET_FILE, SOCKET_FILE, is_locked, run, state_dir_from_env
+from services.common.settings import Env, JwtSettings, SettingsError
+from services.common.supervisor import (
+    LOCK_FILE,
+    SECRET_FILE,
+    SOCKET_FILE,
+    is_locked,
+    run,
+    state_dir_from_env,
+)
 
 DEFAULT_URL = "http://127.0.0.1:5001"
 _TTL_RE = re.compile(r"^(\d+)([smhd]?)$")
@@ -199,7 +206,8 @@ def jwt_settings(environ: Mapping[str, str]) -> JwtSettings:
 
 
 def mint(environ: Mapping[str, str], claims: Mapping[str, Any], ttl_s: float | None) -> str:
-    from .auth import mint_token  # imported here: it pulls in redis, which ctl does not need
+    # Imported here: it pulls in redis, which `ctl` does not need.
+    from services.common.auth import mint_token
 
     try:
         return mint_token(jwt_settings(environ), claims, ttl_s=ttl_s)
