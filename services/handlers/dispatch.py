@@ -68,13 +68,13 @@ class EventDispatcher:
         }
         data_json = fields.get("data", "null")
         try:
-            json.loads(data_json)
+            copies = Copies(data_json)
         except ValueError as exc:
             return await self._dead_letter(fields, entry_id, "*", f"malformed data: {exc}", "", 0)
         if len(handlers) == 1:
-            return await self._run(handlers[0], registry.generation, fields, event, data_json)
+            return await self._run(handlers[0], registry.generation, fields, event, copies)
         done = await asyncio.gather(
-            *(self._run(h, registry.generation, fields, event, data_json) for h in handlers)
+            *(self._run(h, registry.generation, fields, event, copies) for h in handlers)
         )
         return all(done)
 
@@ -84,11 +84,11 @@ class EventDispatcher:
         generation: int,
         fields: dict[str, str],
         event: dict[str, str],
-        data_json: str,
+        copies: "Copies",
     ) -> bool:
         attempts = self._policy.retries + 1
         for attempt in range(1, attempts + 1):
-            failure = await self.attempt(handler, generation, event, data_json)
+            failure = await self.attempt(handler, generation, event, copies)
             if failure is None:
                 return True
             if attempt < attempts:
@@ -101,14 +101,14 @@ class EventDispatcher:
         return True  # unreachable: the loop returns
 
     async def attempt(
-        self, handler: Handler, generation: int, event: dict[str, str], data_json: str
+        self, handler: Handler, generation: int, event: dict[str, str], copies: "Copies"
     ) -> CallFailed | None:
         """One attempt; the failure, or None when the handler returned."""
         timeout = handler.timeout_s or self._policy.timeout_s
         started = time.perf_counter()
         outcome = "ok"
         try:
-            await self._runner.handler(handler, generation, data_json, event, timeout)
+            await self._runner.handler(handler, generation, copies, event, timeout)
             self._ledger.ok(handler.id)
             return None
         except CallFailed as exc:
@@ -176,7 +176,11 @@ class EventDispatcher:
             "channel": entry.get("channel", ""),
             "ts": entry.get("ts", ""),
         }
-        failure = await self.attempt(handler, registry.generation, event, entry.get("data", "null"))
+        try:
+            copies = Copies(entry.get("data", "null"))
+        except ValueError:
+            raise BadRequest("the dead letter's data is not JSON") from None
+        failure = await self.attempt(handler, registry.generation, event, copies)
         if failure is None:
             await self._dlq.delete(entry["id"])
             return {"id": entry["id"], "ok": True}
@@ -199,6 +203,25 @@ class EventDispatcher:
     def _observe_delay(self, ts: str) -> None:
         if ts.isdigit():
             self._metrics.delay.observe(max(0.0, time.time() - int(ts) / 1000))
+
+
+class Copies:
+    """The event's data for each handler and attempt, each its own copy (a handler may mutate
+    it). Parsing the JSON again is the cheapest deep copy; the parse that validated the entry
+    is handed to the first taker."""
+
+    __slots__ = ("_first", "json")
+
+    def __init__(self, data_json: str) -> None:
+        self.json = data_json
+        self._first: Any = json.loads(data_json)  # ValueError: not JSON
+
+    def take(self) -> Any:
+        first, self._first = self._first, _TAKEN
+        return json.loads(self.json) if first is _TAKEN else first
+
+
+_TAKEN: Any = object()
 
 
 def _trace(exc: BaseException) -> str:

@@ -7,7 +7,6 @@ that outlives its timeout is 114; one that raises is 115 with its message (a tas
 `ServiceError` to choose the code itself). A malformed entry is dead-lettered.
 """
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -77,7 +76,13 @@ class RpcServer:
             return True
         started = time.perf_counter()
         try:
-            body = reply_ok(call.req, await self._call(call, remaining_s))
+            result = await self._call(call, remaining_s)
+            try:
+                body = reply_ok(call.req, result)
+            except (TypeError, ValueError) as exc:
+                self._ledger.failed(call.method, f"result is not JSON: {exc}")
+                raise TaskFailed(f"result is not JSON: {exc}") from None
+            self._ledger.ok(call.method)
             outcome = "ok"
         except ServiceError as exc:
             body = reply_error(call.req, exc)
@@ -108,7 +113,6 @@ class RpcServer:
         timeout_s = min(task.timeout_s or self._timeout_s, remaining_s)
         try:
             result = await self._runner.call(task.fn, task.is_async, (request,), timeout_s)
-            json.dumps(result)
         except ServiceError as exc:
             self._ledger.failed(task.name, exc.message)
             raise
@@ -122,5 +126,4 @@ class RpcServer:
             )
             self._ledger.failed(task.name, f"{type(exc).__name__}: {exc}")
             raise TaskFailed(message) from None
-        self._ledger.ok(task.name)
         return result

@@ -7,15 +7,22 @@ what process isolation is for.
 """
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .procpool import ProcessPool, WorkerDied, WorkerTimeout
 from .procworker import WorkerCall
 from .registry import Handler
+
+
+class Copies(Protocol):
+    """The event's data, a fresh copy for every taker (see dispatch.Copies)."""
+
+    json: str
+
+    def take(self) -> Any: ...
 
 
 class CallFailed(Exception):
@@ -40,13 +47,13 @@ class Runner:
         self,
         handler: Handler,
         generation: int,
-        data_json: str,
+        copies: "Copies",
         event: Mapping[str, str],
         timeout_s: float,
     ) -> None:
         """Run `handler` on its own copy of the event; raise CallFailed when it fails."""
         if self.pool is not None:
-            call = WorkerCall(self._folder, generation, handler.id, data_json, dict(event))
+            call = WorkerCall(self._folder, generation, handler.id, copies.json, dict(event))
             try:
                 status, message, trace = await self.pool.run(call, timeout_s)
             except WorkerTimeout as exc:
@@ -56,8 +63,7 @@ class Runner:
             if status != "ok":
                 raise CallFailed(message, trace)
             return
-        # json.loads is the cheapest deep copy: each handler mutates only its own.
-        data = json.loads(data_json)
+        data = copies.take()
         args = (data, dict(event)) if handler.wants_event else (data,)
         await self.call(handler.fn, handler.is_async, args, timeout_s)
 

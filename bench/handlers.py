@@ -1,0 +1,311 @@
+"""Handlers: events/s through a no-op handler, publish-to-handler latency, rpc calls/s and round
+trip, against `python -m services.handlers` in its own process (`python -m bench.handlers`).
+
+The load is what a gateway puts on Redis (services/common/events.py and rpc.py): XADD to
+`sb:events` and to `sb:rpc`, replies read from the caller's pub/sub channel. Each event carries
+its send time `t`; the no-op handler (`async def handle_event(data)`, on the service's loop)
+records `now - t` when it starts, and a `bench:flush` event makes it write its samples to a file.
+
+- events/s: `events` events XADDed as fast as pipelines go; the clock stops when the group has
+  every one acked (XINFO GROUPS: lag 0, pending 0). Done for an async and for a sync (thread
+  pool) no-op handler.
+- publish-to-handler: `rate` events/s for `duration_s`, one XADD each; p50/p99/max of `now - t`.
+- rpc: `callers` concurrent callers, each sending its next call when the last was answered,
+  for `duration_s`; calls/s and the p50/p99 of XADD-to-reply. With 1 caller it is the latency
+  of an idle service.
+
+Targets (issue 5): 5,000 events/s; publish-to-handler p99 < 20 ms; rpc p99 < 10 ms.
+"""
+
+import argparse
+import asyncio
+import json
+import tempfile
+import textwrap
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+from redis.asyncio import Redis
+
+from .harness import RedisServer, ServerProcess, free_port, python_argv, split_cores
+
+SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+PACKAGE = {
+    "__init__.py": """
+        from . import flush, noop, noop_sync
+
+        event_map = {"bench:noop": noop, "bench:noop-sync": noop_sync, "bench:flush": flush}
+        """,
+    "samples.py": """
+        DELAYS = []
+        """,
+    "noop.py": """
+        import time
+
+        from . import samples
+
+        async def handle_event(data):
+            samples.DELAYS.append(time.time() - data["t"])
+        """,
+    "noop_sync.py": """
+        def handle_event(data):
+            pass
+        """,
+    "flush.py": """
+        import json
+
+        from . import samples
+
+        def handle_event(data):
+            delays, samples.DELAYS[:] = list(samples.DELAYS), []
+            if data.get("path"):
+                with open(data["path"], "w") as f:
+                    json.dump(delays, f)
+        """,
+}
+TASK = "async def run(request):\n    return request.data\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    measure: str
+    value: str
+    target: str
+    detail: str
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+async def _settled(redis: Redis, stream: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for group in await redis.xinfo_groups(stream):
+            if group.get("name") in (b"handlers", "handlers"):
+                if group.get("lag") == 0 and group.get("pending") == 0:
+                    return
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"{stream} not drained within {timeout_s} s")
+
+
+async def _flood(redis: Redis, event: str, count: int) -> float:
+    """XADD `count` events as fast as pipelines allow; seconds until all were acked."""
+    started = time.perf_counter()
+    for start in range(0, count, 500):
+        async with redis.pipeline(transaction=False) as pipe:
+            for _ in range(start, min(count, start + 500)):
+                body = json.dumps({"t": time.time()})
+                pipe.xadd("sb:events", {"event": event, "data": body, "source": "api", "ts": "0"})
+            await pipe.execute()
+    await _settled(redis, "sb:events", timeout_s=120)
+    return time.perf_counter() - started
+
+
+async def _flush(redis: Redis, path: str) -> list[float]:
+    await redis.xadd(
+        "sb:events", {"event": "bench:flush", "data": json.dumps({"path": path}), "ts": "0"}
+    )
+    await _settled(redis, "sb:events", timeout_s=30)
+    if not path:
+        return []
+    return [float(d) for d in json.loads(Path(path).read_text())]
+
+
+async def _paced(redis: Redis, rate: float, duration_s: float) -> int:
+    interval = 1 / rate
+    count = int(rate * duration_s)
+    start = time.perf_counter()
+    for i in range(count):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        body = json.dumps({"t": time.time()})
+        await redis.xadd("sb:events", {"event": "bench:noop", "data": body, "ts": "0"})
+    return count
+
+
+async def _rpc(redis: Redis, callers: int, duration_s: float) -> tuple[int, list[float], float]:
+    channel = f"sb:rpc:reply:bench-{uuid.uuid4().hex[:6]}"
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel)
+    waiting: dict[str, asyncio.Future[None]] = {}
+
+    async def read() -> None:
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is None:
+                continue
+            future = waiting.pop(json.loads(message["data"])["req"], None)
+            if future is not None:
+                future.set_result(None)
+
+    reader = asyncio.create_task(read())
+    rtts: list[float] = []
+    stop_at = time.perf_counter() + duration_s
+
+    async def caller(n: int) -> None:
+        i = 0
+        while time.perf_counter() < stop_at:
+            i += 1
+            req = f"{n}-{i}"
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiting[req] = future
+            call = {
+                "req": req,
+                "reply": channel,
+                "method": "echo",
+                "data": {"i": i},
+                "user": "bench",
+                "client": f"c{n}",
+                "deadline": int((time.time() + 10) * 1000),
+            }
+            sent = time.perf_counter()
+            await redis.xadd("sb:rpc", {"c": json.dumps(call)})
+            await asyncio.wait_for(future, 10)
+            rtts.append(time.perf_counter() - sent)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(n) for n in range(callers)))
+    elapsed = time.perf_counter() - started
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    await pubsub.aclose()
+    return len(rtts), rtts, elapsed
+
+
+def _write_folders(root: Path) -> tuple[Path, Path]:
+    handlers, tasks = root / "event_handlers", root / "tasks"
+    (handlers / "event_handlers").mkdir(parents=True)
+    tasks.mkdir()
+    for name, source in PACKAGE.items():
+        (handlers / "event_handlers" / name).write_text(textwrap.dedent(source).lstrip())
+    (tasks / "task_echo.py").write_text(TASK)
+    return handlers, tasks
+
+
+def _wait_ready(port: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("the handlers service did not become ready")
+
+
+async def run(args: argparse.Namespace) -> list[Row]:
+    split_cores()
+    redis_server = RedisServer()
+    redis_server.start()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-handlers-") as tmp:
+        handlers, tasks = _write_folders(Path(tmp))
+        port = free_port()
+        server = ServerProcess(
+            "switchboard-handlers",
+            python_argv("-m", "services.handlers"),
+            port,
+            env={
+                "REDIS_URL": redis_server.url,
+                "SECRET_KEY": SECRET,
+                "HANDLERS_PORT": str(port),
+                "HANDLERS_HOST": "127.0.0.1",
+                "EVENT_HANDLERS_FOLDER": str(handlers),
+                "TASKS_FOLDER": str(tasks),
+                "LOG_LEVEL": "WARNING",
+            },
+        )
+        redis = Redis.from_url(redis_server.url, protocol=3)
+        try:
+            server.start()
+            _wait_ready(port)
+            await _flood(redis, "bench:noop", 2000)  # warm up
+            await _flush(redis, "")
+
+            for event, kind in (("bench:noop", "async"), ("bench:noop-sync", "sync, thread pool")):
+                cpu_before = server.sample().cpu_s
+                elapsed = await _flood(redis, event, args.events)
+                cpu = server.sample().cpu_s - cpu_before
+                rows.append(
+                    Row(
+                        f"events/s, no-op handler ({kind})",
+                        f"{args.events / elapsed:,.0f}",
+                        ">= 5,000",
+                        f"{args.events:,} events in {elapsed:.2f} s; service CPU "
+                        f"{cpu / args.events * 1e6:.0f} us/event",
+                    )
+                )
+            await _flush(redis, "")
+
+            await _paced(redis, args.rate, args.duration)
+            delays = await _flush(redis, str(Path(tmp) / "delays.json"))
+            rows.append(
+                Row(
+                    "publish-to-handler p99",
+                    f"{_percentile(delays, 0.99) * 1000:.2f} ms",
+                    "< 20 ms",
+                    f"{len(delays):,} events at {args.rate:,.0f}/s; p50 "
+                    f"{_percentile(delays, 0.5) * 1000:.2f} ms, max {max(delays) * 1000:.2f} ms",
+                )
+            )
+
+            for callers in (1, args.callers):
+                calls, rtts, elapsed = await _rpc(redis, callers, args.duration)
+                rows.append(
+                    Row(
+                        f"rpc, {callers} caller{'s' if callers > 1 else ''}",
+                        f"{calls / elapsed:,.0f} calls/s",
+                        "",
+                        f"{calls:,} calls",
+                    )
+                )
+                rows.append(
+                    Row(
+                        f"rpc p99 round trip, {callers} caller{'s' if callers > 1 else ''}",
+                        f"{_percentile(rtts, 0.99) * 1000:.2f} ms",
+                        "< 10 ms",
+                        f"p50 {_percentile(rtts, 0.5) * 1000:.2f} ms, "
+                        f"max {max(rtts) * 1000:.2f} ms",
+                    )
+                )
+        finally:
+            await redis.aclose()
+            server.stop()
+            redis_server.close()
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    headers = ("measure", "value", "target", "detail")
+    table = [headers, *((r.measure, r.value, r.target, r.detail) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    for n, line in enumerate(table):
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.handlers", description=__doc__)
+    parser.add_argument("--events", type=int, default=30_000, help="events per flood")
+    parser.add_argument("--rate", type=float, default=1000.0, help="paced events per second")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per paced run")
+    parser.add_argument("--callers", type=int, default=16, help="concurrent rpc callers")
+    args = parser.parse_args()
+    print_table(uvloop.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()
