@@ -65,7 +65,7 @@ export class Switchboard extends Emitter {
     this._subs = new Map();
     this._rooms = new Map();
     this._attempt = 0;
-    this._timers = { reconnect: null, refresh: null, alive: null };
+    this._timers = { reconnect: null, refresh: null, alive: null, open: null };
     this._lastReceived = 0;
     this._closeInfo = null; // the `disconnect` push of the current socket
     this._generation = 0;
@@ -136,6 +136,10 @@ export class Switchboard extends Emitter {
     ws.onmessage = (event) => this._onMessage(ws, event.data);
     ws.onclose = (event) => this._onClose(ws, event.code, event.reason);
     ws.onerror = () => {}; // a close event follows
+    // A handshake that hangs (a black-holed address) is given up after `timeout`.
+    this._timers.open = setTimeout(() => {
+      if (ws === this._ws && this.state === 'connecting') this._drop(ws, 1006, 'connect timeout');
+    }, this.options.timeout);
   }
 
   async _currentToken() {
@@ -249,7 +253,8 @@ export class Switchboard extends Emitter {
     clearTimeout(this._timers.reconnect);
     clearTimeout(this._timers.refresh);
     clearInterval(this._timers.alive);
-    this._timers = { reconnect: null, refresh: null, alive: null };
+    clearTimeout(this._timers.open);
+    this._timers = { reconnect: null, refresh: null, alive: null, open: null };
   }
 
   /** Drop a socket that stopped answering without waiting for TCP to notice. */
@@ -482,7 +487,12 @@ export class Switchboard extends Emitter {
       throw err;
     }
     sub._inFlight = null;
-    if (this._subs.get(sub.channel) !== sub || ws !== this._ws) return;
+    if (ws !== this._ws) return;
+    if (this._subs.get(sub.channel) !== sub) {
+      // Unsubscribed while the subscribe was in flight: the server has it now, undo it.
+      this._send(ws, { op: 'unsubscribe', channel: sub.channel }).catch(() => {});
+      return;
+    }
     sub._onSubscribed(result, Boolean(since));
   }
 

@@ -209,9 +209,12 @@ class Switchboard:
             return int(CloseCode.ABNORMAL), f"get_token failed: {exc!r}", True, False
         assert self._session is not None
         try:
-            ws = await self._session.ws_connect(
-                self.url, heartbeat=self.heartbeat_s, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
-            )
+            async with asyncio.timeout(self.timeout_s):  # a handshake that hangs is given up
+                ws = await self._session.ws_connect(
+                    self.url,
+                    heartbeat=self.heartbeat_s,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._emit("error", exc)
             return int(CloseCode.ABNORMAL), f"cannot connect: {exc!r}", True, False
@@ -321,7 +324,12 @@ class Switchboard:
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("switchboard_client: background command failed: %r", task.exception())
 
     # -- wire -----------------------------------------------------------------------------
 
@@ -507,8 +515,13 @@ class Switchboard:
                 self._emit("error", exc)
             raise
         sub._in_flight = None
-        if self._subs.get(sub.channel) is sub and ws is self._ws:
-            sub._on_subscribed(result, since is not None)
+        if ws is not self._ws:
+            return
+        if self._subs.get(sub.channel) is not sub:
+            # Unsubscribed while the subscribe was in flight: the server has it now, undo it.
+            self._spawn(self._send(ws, {"op": "unsubscribe", "channel": sub.channel}))
+            return
+        sub._on_subscribed(result, since is not None)
 
     async def _restore(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
         """Subscribe every channel again (with `since`) and join every room again."""
