@@ -24,6 +24,7 @@ backend's producer and viewers expect a reply per message. Silence for `FRAMES_I
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from services.common.errors import (
     BadRequest,
     CloseCode,
     ErrorCode,
+    InternalError,
     LimitExceeded,
     NotAvailable,
     PermissionDenied,
@@ -52,6 +54,7 @@ from .hub import Watcher
 from .keys import hub_key, metrics_key, sockets_key, store_key
 from .routes import STORED, request_access
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 MAX_PENDING_PULLS = 8
 MAX_WAIT_S = 3600.0
@@ -131,7 +134,7 @@ def close_code(exc: ServiceError) -> int:
         return CloseCode.FORBIDDEN
     if isinstance(exc, UnknownChannel):
         return CloseCode.NORMAL
-    if isinstance(exc, NotAvailable):
+    if isinstance(exc, NotAvailable | InternalError):
         return CloseCode.INTERNAL_ERROR
     return CloseCode.BAD_FRAME
 
@@ -168,6 +171,9 @@ async def run_socket(
         await close_with(ws, exc)
     except RedisError:
         await close_with(ws, NotAvailable("temporarily unavailable"))
+    except Exception:  # the socket's boundary: a bug closes this socket only, with 1011
+        log.exception("frames socket failed", extra={"path": request.path})
+        await close_with(ws, InternalError())
     finally:
         sockets.discard(ws)
         metrics.sockets.labels(endpoint).dec()
