@@ -214,8 +214,12 @@ async def test_unknown_label_or_key_is_refused(frames: Frames) -> None:
     await frames.upload("site-a", "cam1")
     ws = await frames.ws("/ws/labels/nowhere")
     body, code = await closed_with(ws)
-    assert (body["error"]["code"], code) == (102, 1000)
-    assert body["error"]["message"] == "No keys found for label 'nowhere'"
+    assert body["error"] == {
+        "code": 102,
+        "message": "No keys found for label 'nowhere'",
+        "close": 1000,
+    }
+    assert code == 1000
     ws = await frames.ws("/ws/stream/site-a/cam404")
     body, code = await closed_with(ws)
     assert (body["error"]["code"], code) == (102, 1000)

@@ -140,9 +140,13 @@ def close_code(exc: ServiceError) -> int:
 
 
 async def close_with(ws: web.WebSocketResponse, exc: ServiceError) -> None:
+    """The error frame (naming the close code, as the PTG sockets' do), then the close."""
+    code = close_code(exc)
+    body = error_body(int(exc.code), exc.message)
+    body["error"]["close"] = code
     with contextlib.suppress(ConnectionResetError):
-        await ws.send_str(json.dumps(error_body(int(exc.code), exc.message)))
-    await ws.close(code=close_code(exc), message=exc.message.encode()[:120])
+        await ws.send_str(json.dumps(body))
+    await ws.close(code=code, message=exc.message.encode()[:120])
 
 
 Session = Callable[[FrameSocket], Awaitable[None]]
