@@ -31,6 +31,8 @@ from pathlib import Path
 import uvloop
 from redis.asyncio import Redis
 
+from services.common.pubsub import Subscriber
+
 from .harness import RedisServer, ServerProcess, free_port, python_argv, split_cores
 
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -50,11 +52,17 @@ PACKAGE = {
         from . import samples
 
         async def handle_event(data):
-            samples.DELAYS.append(time.time() - data["t"])
+            now = time.time()
+            samples.DELAYS.append((now, now - data["t"], "async"))
         """,
     "noop_sync.py": """
+        import time
+
+        from . import samples
+
         def handle_event(data):
-            pass
+            now = time.time()
+            samples.DELAYS.append((now, now - data["t"], "sync"))
         """,
     "flush.py": """
         import json
@@ -90,9 +98,9 @@ async def _settled(redis: Redis, stream: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for group in await redis.xinfo_groups(stream):
-            if group.get("name") in (b"handlers", "handlers"):
-                if group.get("lag") == 0 and group.get("pending") == 0:
-                    return
+            name, lag, pending = group.get("name"), group.get("lag"), group.get("pending")
+            if name in (b"handlers", "handlers") and lag == 0 and pending == 0:
+                return
         await asyncio.sleep(0.005)
     raise TimeoutError(f"{stream} not drained within {timeout_s} s")
 
@@ -100,24 +108,34 @@ async def _settled(redis: Redis, stream: str, timeout_s: float) -> None:
 async def _flood(redis: Redis, event: str, count: int) -> float:
     """XADD `count` events as fast as pipelines allow; seconds until all were acked."""
     started = time.perf_counter()
+    await _fill(redis, event, count)
+    await _settled(redis, "sb:events", timeout_s=120)
+    return time.perf_counter() - started
+
+
+async def _fill(redis: Redis, event: str, count: int) -> None:
     for start in range(0, count, 500):
         async with redis.pipeline(transaction=False) as pipe:
             for _ in range(start, min(count, start + 500)):
                 body = json.dumps({"t": time.time()})
                 pipe.xadd("sb:events", {"event": event, "data": body, "source": "api", "ts": "0"})
             await pipe.execute()
-    await _settled(redis, "sb:events", timeout_s=120)
-    return time.perf_counter() - started
 
 
-async def _flush(redis: Redis, path: str) -> list[float]:
+async def _flush(redis: Redis, path: str) -> list[tuple[float, float, str]]:
+    """(handler start, publish-to-start delay, kind) of every no-op run since the last flush."""
     await redis.xadd(
         "sb:events", {"event": "bench:flush", "data": json.dumps({"path": path}), "ts": "0"}
     )
     await _settled(redis, "sb:events", timeout_s=30)
     if not path:
         return []
-    return [float(d) for d in json.loads(Path(path).read_text())]
+    raw = await asyncio.to_thread(Path(path).read_text)
+    return [(float(start), float(delay), kind) for start, delay, kind in json.loads(raw)]
+
+
+def _rate(starts: list[float]) -> float:
+    return (len(starts) - 1) / (max(starts) - min(starts))
 
 
 async def _paced(redis: Redis, rate: float, duration_s: float) -> int:
@@ -133,22 +151,24 @@ async def _paced(redis: Redis, rate: float, duration_s: float) -> int:
     return count
 
 
-async def _rpc(redis: Redis, callers: int, duration_s: float) -> tuple[int, list[float], float]:
+async def _rpc(
+    url: str, redis: Redis, callers: int, duration_s: float
+) -> tuple[list[float], float]:
+    """Closed-loop callers; (round trips, elapsed seconds)."""
     channel = f"sb:rpc:reply:bench-{uuid.uuid4().hex[:6]}"
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(channel)
     waiting: dict[str, asyncio.Future[None]] = {}
 
-    async def read() -> None:
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is None:
-                continue
-            future = waiting.pop(json.loads(message["data"])["req"], None)
-            if future is not None:
-                future.set_result(None)
+    def on_reply(_: bytes, raw: bytes) -> None:
+        future = waiting.pop(json.loads(raw)["req"], None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
-    reader = asyncio.create_task(read())
+    # The gateway's own fast pub/sub reader, so that the client adds little to the round trip.
+    subscriber = Subscriber(url, on_reply)
+    reader = asyncio.create_task(subscriber.run())
+    while not subscriber.connected:  # noqa: ASYNC110  # the Subscriber exposes no event for it
+        await asyncio.sleep(0.01)
+    await subscriber.subscribe(channel.encode())
     rtts: list[float] = []
     stop_at = time.perf_counter() + duration_s
 
@@ -178,8 +198,7 @@ async def _rpc(redis: Redis, callers: int, duration_s: float) -> tuple[int, list
     elapsed = time.perf_counter() - started
     reader.cancel()
     await asyncio.gather(reader, return_exceptions=True)
-    await pubsub.aclose()
-    return len(rtts), rtts, elapsed
+    return rtts, elapsed
 
 
 def _write_folders(root: Path) -> tuple[Path, Path]:
@@ -229,28 +248,50 @@ async def run(args: argparse.Namespace) -> list[Row]:
         )
         redis = Redis.from_url(redis_server.url, protocol=3)
         try:
+            # A backlog first: the service starts with it waiting and drains it at its own
+            # pace, which the handlers' start times show, whatever the producer could do.
+            await _fill(redis, "bench:noop", args.events)
+            await _fill(redis, "bench:noop-sync", args.events)
             server.start()
             _wait_ready(port)
-            await _flood(redis, "bench:noop", 2000)  # warm up
-            await _flush(redis, "")
-
-            for event, kind in (("bench:noop", "async"), ("bench:noop-sync", "sync, thread pool")):
-                cpu_before = server.sample().cpu_s
-                elapsed = await _flood(redis, event, args.events)
-                cpu = server.sample().cpu_s - cpu_before
+            await _settled(redis, "sb:events", timeout_s=120)
+            cpu = server.sample().cpu_s
+            backlog = await _flush(redis, str(Path(tmp) / "backlog.json"))
+            for kind in ("async", "sync"):
+                starts = [start for start, _, k in backlog if k == kind]
                 rows.append(
                     Row(
-                        f"events/s, no-op handler ({kind})",
-                        f"{args.events / elapsed:,.0f}",
+                        f"events/s, no-op handler ({kind}), backlog",
+                        f"{_rate(starts):,.0f}",
                         ">= 5,000",
-                        f"{args.events:,} events in {elapsed:.2f} s; service CPU "
-                        f"{cpu / args.events * 1e6:.0f} us/event",
+                        f"{len(starts):,} events waiting when the service starts",
                     )
                 )
-            await _flush(redis, "")
+            rows.append(
+                Row(
+                    "service CPU per event, backlog",
+                    f"{cpu / (2 * args.events) * 1e6:.0f} us",
+                    "",
+                    "start-up included",
+                )
+            )
+
+            cpu_before = server.sample().cpu_s
+            elapsed = await _flood(redis, "bench:noop", args.events)
+            cpu = server.sample().cpu_s - cpu_before
+            flood = [d for _, d, _ in await _flush(redis, str(Path(tmp) / "flood.json"))]
+            rows.append(
+                Row(
+                    "events/s, no-op handler (async), live",
+                    f"{args.events / elapsed:,.0f}",
+                    ">= 5,000",
+                    f"XADD to last ack, producer included; {cpu / args.events * 1e6:.0f} us "
+                    f"service CPU/event; p99 delay {_percentile(flood, 0.99) * 1000:.0f} ms",
+                )
+            )
 
             await _paced(redis, args.rate, args.duration)
-            delays = await _flush(redis, str(Path(tmp) / "delays.json"))
+            delays = [d for _, d, _ in await _flush(redis, str(Path(tmp) / "delays.json"))]
             rows.append(
                 Row(
                     "publish-to-handler p99",
@@ -262,13 +303,16 @@ async def run(args: argparse.Namespace) -> list[Row]:
             )
 
             for callers in (1, args.callers):
-                calls, rtts, elapsed = await _rpc(redis, callers, args.duration)
+                cpu_before = server.sample().cpu_s
+                rtts, elapsed = await _rpc(redis_server.url, redis, callers, args.duration)
+                cpu = server.sample().cpu_s - cpu_before
+                calls = len(rtts)
                 rows.append(
                     Row(
                         f"rpc, {callers} caller{'s' if callers > 1 else ''}",
                         f"{calls / elapsed:,.0f} calls/s",
                         "",
-                        f"{calls:,} calls",
+                        f"{calls:,} calls; {cpu / calls * 1e6:.0f} us service CPU/call",
                     )
                 )
                 rows.append(

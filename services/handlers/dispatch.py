@@ -50,6 +50,7 @@ class EventDispatcher:
         self._policy = policy
         self._metrics = metrics
         self._ledger = ledger
+        self._children: dict[str, _Children] = {}
 
     async def process(self, entry_id: str, raw: dict[bytes, bytes]) -> bool:
         """Run every handler of the entry's event; True once it may be acked."""
@@ -121,8 +122,11 @@ class EventDispatcher:
             outcome = "error"
             failure = CallFailed(f"{type(exc).__name__}: {exc}", _trace(exc))
         finally:
-            self._metrics.runs.labels(handler.id, outcome).inc()
-            self._metrics.duration.labels(handler.id).observe(time.perf_counter() - started)
+            children = self._children.get(handler.id)
+            if children is None:
+                children = self._children[handler.id] = _Children(self._metrics, handler.id)
+            children.runs[outcome].inc()
+            children.duration.observe(time.perf_counter() - started)
         self._ledger.failed(handler.id, failure.message)
         log.warning(
             "handler failed",
@@ -203,6 +207,16 @@ class EventDispatcher:
     def _observe_delay(self, ts: str) -> None:
         if ts.isdigit():
             self._metrics.delay.observe(max(0.0, time.time() - int(ts) / 1000))
+
+
+class _Children:
+    """A handler's labelled metrics, looked up once (labels() costs more than inc())."""
+
+    __slots__ = ("duration", "runs")
+
+    def __init__(self, metrics: HandlersMetrics, handler_id: str) -> None:
+        self.runs = {o: metrics.runs.labels(handler_id, o) for o in ("ok", "error", "timeout")}
+        self.duration = metrics.duration.labels(handler_id)
 
 
 class Copies:
