@@ -33,6 +33,7 @@ from .registry import Handler, LoadError, Registry, Task
 PACKAGE = "event_handlers"
 _FILE_MODULE_PREFIX = "_switchboard_handler_"
 _TASK_MODULE_PREFIX = "_switchboard_task_"
+_NEVER_FORGET = frozenset({"services", "tests", "bench"})
 
 
 def load(handlers_folder: Path, tasks_folder: Path, generation: int) -> Registry:
@@ -96,6 +97,8 @@ def forget(folder: Path) -> None:
     except OSError:
         return
     for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in _NEVER_FORGET:
+            continue  # a folder set to the project's own root must not unload the service
         file = getattr(module, "__file__", None)
         if isinstance(file, str) and Path(file).is_relative_to(folder):
             del sys.modules[name]

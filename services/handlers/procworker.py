@@ -8,6 +8,7 @@ here costs this process only, which the parent kills and replaces.
 import asyncio
 import json
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import api
-from .loader import load_handlers
+from .loader import forget, load_handlers
 from .registry import Registry
 
 
@@ -68,6 +69,7 @@ def worker_main(conn: Connection, init: WorkerInit) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.dont_write_bytecode = True  # as the service's loader: never a stale cached handler
     api.install(_WorkerCluster(init))
     loaded: tuple[str, int] | None = None
     registry = Registry(0, [], {}, [])
@@ -77,6 +79,7 @@ def worker_main(conn: Connection, init: WorkerInit) -> None:
         except (EOFError, OSError):
             return  # the parent is gone
         if loaded != (call.folder, call.generation):
+            forget(Path(call.folder))
             handlers, errors = load_handlers(Path(call.folder))
             registry = Registry(call.generation, handlers, {}, errors)
             loaded = (call.folder, call.generation)
