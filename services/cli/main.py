@@ -1,6 +1,8 @@
-"""The `switchboard` command: run the supervisor, talk to it, mint tokens, publish an event.
+"""The `switchboard` command: run the supervisor, talk to it, mint tokens, and use every service
+(publish, subscribe, history, presence, rooms, streams, users).
 
-Output goes to stdout; any failure is one line on stderr and a non-zero exit code (2 for usage).
+Output goes to stdout (`--json` for scripts); any failure is one line on stderr and a non-zero
+exit code (2 for usage).
 """
 
 import argparse
@@ -10,8 +12,6 @@ import re
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,12 @@ from services.common.supervisor import (
     state_dir_from_env,
 )
 
-DEFAULT_URL = "http://127.0.0.1:5001"
+from . import channels, rooms
+from .output import CliError, gateway_url, http_json, out
+
 _TTL_RE = re.compile(r"^(\d+)([smhd]?)$")
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _RESERVED_CLAIMS = frozenset({"sub", "scope", "exp", "iat"})
-
-
-class CliError(Exception):
-    """A failure reported as one line on stderr."""
 
 
 def parse_ttl(raw: str) -> float | None:
@@ -91,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("channel")
     publish.add_argument("data", metavar="JSON", help="the event payload, as JSON")
     publish.add_argument("--event", help="the event name (handlers and Socket.IO use it)")
+    channels.add_parsers(commands)
+    rooms.add_parsers(commands)
+    users = commands.add_parser(
+        "users", help="users who may log in to the streams service (add, remove, list)"
+    )
+    users.add_argument("rest", nargs=argparse.REMAINDER, metavar="ACTION ...")
     return parser
 
 
@@ -171,20 +175,20 @@ def cmd_ctl(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         request["service"] = args.service
     result = control(state_dir, request, timeout_s=args.timeout)
     if args.json:
-        _out(json.dumps(result))
+        out(json.dumps(result))
     elif args.action == "status":
-        _out(format_status(result))
+        out(format_status(result))
     elif args.action == "stop":
-        _out(f"stopping supervisor (pid {result['pid']})")
+        out(f"stopping supervisor (pid {result['pid']})")
     elif args.action == "restart":
-        _out(f"restarted {result['service']} (pid {result['pid']})")
+        out(f"restarted {result['service']} (pid {result['pid']})")
     else:
-        _out(f"sent SIGHUP to {result['service']} (pid {result['pid']})")
+        out(f"sent SIGHUP to {result['service']} (pid {result['pid']})")
     if args.action == "stop" and not args.no_wait:
         # Children get `grace_s` each (in parallel), then Redis gets as long again.
         _wait_until_unlocked(state_dir, 2 * float(result["grace_s"]) + 10.0)
         if not args.json:
-            _out("stopped")
+            out("stopped")
 
 
 # --- token and publish ---------------------------------------------------------------------------
@@ -220,7 +224,7 @@ def cmd_token(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     claims["sub"] = args.sub
     if args.scope:
         claims["scope"] = " ".join(args.scope)
-    _out(mint(environ, claims, args.ttl))
+    out(mint(environ, claims, args.ttl))
 
 
 def cmd_publish(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
@@ -232,36 +236,40 @@ def cmd_publish(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     if args.event:
         body["event"] = args.event
     token = mint(environ, {"sub": "switchboard-cli", "scope": "publish"}, 60.0)
-    url = (environ.get("SWITCHBOARD_URL") or DEFAULT_URL).rstrip("/") + "/api/publish"
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer = response.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace").strip()
-        raise CliError(f"publish failed: HTTP {exc.code}: {detail or exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise CliError(f"publish failed: cannot reach {url}: {exc.reason}") from None
-    except (OSError, ValueError) as exc:
-        raise CliError(f"publish failed: {url}: {exc}") from None
-    _out(answer.strip())
+    answer = http_json("POST", gateway_url(environ) + "/api/publish", token, body, what="publish")
+    out(json.dumps(answer))
 
 
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+def cmd_channels(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    channels.run(args, environ, mint)
+
+
+def cmd_rooms(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    rooms.run(args, environ, mint)
+
+
+def cmd_users(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    from services.streams.users import main as users_main
+
+    code = users_main(args.rest)
+    if code:
+        raise SystemExit(code)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run(environ)
-    handlers = {"ctl": cmd_ctl, "token": cmd_token, "publish": cmd_publish}
+    handlers = {
+        "ctl": cmd_ctl,
+        "token": cmd_token,
+        "publish": cmd_publish,
+        "users": cmd_users,
+        "subscribe": cmd_channels,
+        "history": cmd_channels,
+        "presence": cmd_channels,
+        "rooms": cmd_rooms,
+    }
     try:
         handlers[args.command](args, environ)
     except CliError as exc:

@@ -15,8 +15,8 @@ import jwt
 import pytest
 from aiohttp import web
 
-from services.common.auth import TokenVerifier
 from services.cli.main import format_status, parse_claim, parse_ttl
+from services.common.auth import TokenVerifier
 from services.common.settings import Env, JwtSettings
 from tests.helpers import clean_env
 from tests.helpers import run_cli as cli
