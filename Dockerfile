@@ -12,8 +12,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY services ./services
-# The project as a wheel, then a virtualenv holding it and its pinned dependencies.
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+COPY clients/python ./clients/python
+# The project and its Python client (the CLI's) as wheels, then a virtualenv holding them and
+# their pinned dependencies.
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . ./clients/python \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install /wheels/*.whl \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
