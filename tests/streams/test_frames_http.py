@@ -143,14 +143,14 @@ async def test_labels_index_forgets_expired_cameras(start_frames, redis: Redis) 
 
 
 async def test_labels_is_rate_limited_per_user(start_frames) -> None:
-    app = await start_frames(FRAMES_LABELS_RATE="3", FRAMES_LABELS_RATE_WINDOW_S="30")
+    app = await start_frames(FRAMES_LABELS_RATE="3", FRAMES_LABELS_RATE_WINDOW_S="3600")
     alice = app.auth("alice")
     for _ in range(3):
         async with app.http.session.get(app.url("/labels"), headers=alice) as resp:
             assert resp.status == 200
     async with app.http.session.get(app.url("/labels"), headers=alice) as resp:
         assert resp.status == 429
-        assert 1 <= int(resp.headers["Retry-After"]) <= 30
+        assert 1 <= int(resp.headers["Retry-After"]) <= 3600
         body = await resp.json()
     assert body["error"]["code"] == 111
     assert body["error"]["message"].startswith("too many /labels requests")

@@ -267,7 +267,7 @@ async def test_label_viewer_gets_only_the_cameras_it_may_read(frames: Frames) ->
 
 
 async def test_session_limit_and_token_expiry_close_sockets(start_frames, make_token: Any) -> None:
-    app = await start_frames(FRAMES_MAX_SESSION_S="0.3")
+    app = await start_frames(FRAMES_MAX_SESSION_S="0.6")
     await app.upload("site-a", "cam1")
     ws = await app.ws("/ws/labels/site-a")
     await receive_frame(ws)
@@ -275,7 +275,7 @@ async def test_session_limit_and_token_expiry_close_sockets(start_frames, make_t
     assert json.loads(msg.data) == {
         "status": "closing",
         "reason": "session_timeout",
-        "message": "WebSocket session reached its 0.005-minute limit.",
+        "message": "WebSocket session reached its 0.01-minute limit.",
     }
     assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
     assert ws.close_code == 1000
@@ -321,3 +321,41 @@ async def test_a_new_camera_joins_the_blocking_read_at_once(start_frames) -> Non
     assert (await receive_frame(second))[1] == JPEG + b"new"
     await first.close()
     await second.close()
+
+
+async def test_a_slow_viewer_skips_to_the_newest_frame(frames: Frames) -> None:
+    await frames.upload("site-a", "cam1", b"first")
+    slow = await frames.ws("/ws/labels/site-a")  # connected, but reads nothing for now
+    producer = await frames.ws("/ws/frames")
+    big = bytes(256 * 1024)
+    for n in range(40):
+        await producer.send_bytes(message(header(), big + n.to_bytes(2, "big")))
+        assert (await producer.receive_json(timeout=5))["status"] == "ok"
+    registry = frames.app[registry_key]
+    await wait_until(
+        lambda: (registry.get_sample_value("switchboard_streams_frames_skipped_total") or 0) > 0,
+        what="frames skipped for the slow viewer",
+    )
+    seen = []
+    while not seen or seen[-1] != 39:
+        _, frame = await receive_frame(slow)
+        seen.append(-1 if frame == b"first" else int.from_bytes(frame[-2:], "big"))
+    # It ends on the newest frame, in order, without having been sent every one of them.
+    assert seen == sorted(seen) and len(seen) < 41, seen
+    await slow.close()
+    await producer.close()
+
+
+def test_a_watcher_holds_one_frame_per_camera() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.streams.frames.codec import Frame
+    from services.streams.frames.hub import Watcher
+    from services.streams.frames.metrics import FramesMetrics
+
+    watcher = Watcher(FramesMetrics(CollectorRegistry()))
+    for n in range(100):
+        watcher.offer(Frame(stream="a", id=f"{n}-0", digest=b"", message=b""))
+    watcher.offer(Frame(stream="b", id="7-0", digest=b"", message=b""))
+    assert [(f.stream, f.id) for f in watcher.take()] == [("a", "99-0"), ("b", "7-0")]
+    assert watcher.take() == []
