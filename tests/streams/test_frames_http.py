@@ -6,7 +6,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from services.common.settings import Env
+from services.common.settings import Env, SettingsError
 from services.streams.frames.settings import FramesSettings
 from tests.streams import frames_helpers
 from tests.streams.frames_helpers import (
@@ -58,6 +58,39 @@ async def test_empty_prefix_gives_the_backend_exact_keys(start_frames, redis: Re
     assert await redis.xlen(f"stream_frame:{b64('site-a')}|{b64('cam1')}") == 1
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FRAMES_MAXLEN", "0"),
+        ("FRAMES_TTL_S", "-1"),
+        ("FRAMES_DEFAULT_ACCESS", "all"),
+        ("FRAMES_LABELS_RATE", "many"),
+        ("FRAMES_MAXLEN_EXACT", "maybe"),
+    ],
+)
+def test_bad_frames_setting_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name} is invalid"):
+        FramesSettings.from_env(Env({name: value}))
+
+
+async def test_default_access_read_lets_a_plain_token_watch_but_not_upload(start_frames) -> None:
+    app = await start_frames(FRAMES_DEFAULT_ACCESS="read")
+    status, body = await app.post(form("site-a", "cam1"))
+    assert (status, body["error"]["code"]) == (403, 103)
+    status, _ = await app.post(form("site-a", "cam1"), labels=["site-a"])
+    assert status == 200
+    async with app.http.session.get(app.url("/labels"), headers=app.auth()) as resp:
+        assert (await resp.json())["labels"] == ["site-a"]
+    ws = await app.ws("/ws/stream/site-a/cam1")
+    await ws.send_json({"action": "pull"})
+    assert (await ws.receive(timeout=5)).data.endswith(JPEG)
+    await ws.close()
+    async with app.http.session.get(app.url("/metrics")) as resp:
+        text = await resp.text()
+    assert 'switchboard_streams_frames_stored_total{transport="http"} 1.0' in text
+    assert 'switchboard_streams_frames_rejected_total{code="103"} 1.0' in text
+
+
 def test_frames_key_prefix_set_but_empty_means_no_prefix() -> None:
     environ = {"FRAMES_KEY_PREFIX": ""}
     assert FramesSettings.from_env(Env(environ), environ).key_prefix == ""
@@ -80,6 +113,7 @@ BAD_FORMS = [
     ({"cone_polygons_json": "[1,"}, 400, 107, "field 'cone_polygons_json' is not valid JSON"),
     ({"frame": b""}, 400, 107, "the frame is empty"),
     ({"frame": b"x" * 2049}, 413, 106, "frame is over the 2048 byte limit"),
+    ({"warnings_json": "w" * 1100}, 413, 106, "form fields are over the 1024 byte limit"),
 ]
 
 
@@ -87,7 +121,7 @@ BAD_FORMS = [
 async def test_post_frame_bad_input(
     start_frames, redis: Redis, change: dict, status: int, code: int, message: str
 ) -> None:
-    app = await start_frames(FRAMES_MAX_FRAME_BYTES="2048")
+    app = await start_frames(FRAMES_MAX_FRAME_BYTES="2048", FRAMES_MAX_HEADER_BYTES="1024")
     first = await app.upload()
     fields = {"label": "site-a", "key": "cam1", "frame": JPEG[:100], **change}
     label, key, frame = fields.pop("label"), fields.pop("key"), fields.pop("frame")

@@ -82,9 +82,11 @@ async def _read_form(request: web.Request) -> FrameUpload:
         if not isinstance(part, BodyPartReader):
             raise BadRequest("nested multipart bodies are not accepted")
         if part.name == "file":
-            frame = await _read_part(part, settings.max_frame_bytes, "file")
+            too_big = LimitExceeded(f"frame is over the {settings.max_frame_bytes} byte limit")
+            frame = await _read_part(part, settings.max_frame_bytes, too_big)
             continue
-        value = await _read_part(part, settings.max_header_bytes - header_bytes, part.name or "")
+        too_big = LimitExceeded(f"form fields are over the {settings.max_header_bytes} byte limit")
+        value = await _read_part(part, settings.max_header_bytes - header_bytes, too_big)
         header_bytes += len(value)
         if part.name:
             try:
@@ -96,7 +98,7 @@ async def _read_form(request: web.Request) -> FrameUpload:
     return parse_upload(fields, frame, settings.max_frame_bytes)
 
 
-async def _read_part(part: BodyPartReader, limit: int, name: str) -> bytes:
+async def _read_part(part: BodyPartReader, limit: int, too_big: LimitExceeded) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -105,7 +107,5 @@ async def _read_part(part: BodyPartReader, limit: int, name: str) -> bytes:
             return b"".join(chunks)
         size += len(chunk)
         if size > limit:
-            if name == "file":
-                raise LimitExceeded(f"frame is over the {limit} byte limit")
-            raise LimitExceeded(f"form fields are over the {limit} byte limit")
+            raise too_big
         chunks.append(chunk)
