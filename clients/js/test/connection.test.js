@@ -33,7 +33,7 @@ test('getToken refreshes the token before it expires: the socket stays open', as
 });
 
 test('an expired token without getToken: 4001, and no reconnect', async (t) => {
-  const alice = client(t, 'alice', { token: token('alice', { ttl: 2 }) });
+  const alice = client(t, 'alice', { token: token('alice', { ttl: 1 }) }); // 4001 at connect or soon after
   const [disconnected] = await next(alice, 'disconnected', 6000);
   assert.equal(disconnected.code, CloseCode.TOKEN_EXPIRED);
   assert.equal(disconnected.reconnect, false);
