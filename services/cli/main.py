@@ -26,7 +26,7 @@ from services.common.supervisor import (
     state_dir_from_env,
 )
 
-from . import channels, rooms
+from . import channels, rooms, streams
 from .output import CliError, gateway_url, http_json, out
 
 _TTL_RE = re.compile(r"^(\d+)([smhd]?)$")
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--event", help="the event name (handlers and Socket.IO use it)")
     channels.add_parsers(commands)
     rooms.add_parsers(commands)
+    streams.add_parsers(commands)
     users = commands.add_parser(
         "users", help="users who may log in to the streams service (add, remove, list)"
     )
@@ -248,6 +249,10 @@ def cmd_rooms(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     rooms.run(args, environ, mint)
 
 
+def cmd_streams(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    streams.run(args, environ, mint)
+
+
 def cmd_users(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     from services.streams.users import main as users_main
 
@@ -269,6 +274,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
         "history": cmd_channels,
         "presence": cmd_channels,
         "rooms": cmd_rooms,
+        "streams": cmd_streams,
     }
     try:
         handlers[args.command](args, environ)
