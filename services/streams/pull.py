@@ -33,12 +33,11 @@ from services.common.web import json_errors
 
 from .auth import Principal, authenticate
 from .closes import BadHeader, StreamClose, UnknownStream
-from .framing import pack
 from .ids import parse_id
 from .keys import settings_key
 from .metrics import StreamsMetrics
-from .readers import Reader, hub_key
-from .sockets import metrics_key, open_socket, refuse
+from .readers import Reader, ReadHub, hub_key
+from .sockets import metrics_key, open_socket, refuse, send_pair
 from .store import StreamStore, split_ids, store_key
 
 MAX_COUNT = 10_000
@@ -133,6 +132,8 @@ async def pull(request: web.Request) -> web.StreamResponse:
     ws = await open_socket(request)
     try:
         await _serve(request, ws, principal)
+    except ConnectionError:
+        pass  # the client went away
     except (ServiceError, RedisError) as exc:
         await refuse(request, ws, exc)
     except Exception as exc:  # a bug: the client still gets an error frame
@@ -189,7 +190,7 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, principal: Pri
     listener = asyncio.create_task(_listen(ws, credit, reader))
     await hub.subscribe(reader)
     try:
-        await _send_loop(ws, reader, credit, params, metrics)
+        await _send_loop(request, ws, reader, credit, params, metrics, hub)
     finally:
         hub.unsubscribe(reader)
         listener.cancel()
@@ -210,11 +211,13 @@ async def _listen(ws: web.WebSocketResponse, credit: _Credit, reader: Reader) ->
 
 
 async def _send_loop(
+    request: web.Request,
     ws: web.WebSocketResponse,
     reader: Reader,
     credit: _Credit,
     params: PullParams,
     metrics: StreamsMetrics,
+    hub: ReadHub,
 ) -> None:
     block_s = params.timeout_s or DEFAULT_BLOCK_S
     while not ws.closed:
@@ -230,9 +233,8 @@ async def _send_loop(
         for group in groups:
             if not await credit.acquire():
                 return
-            header, body = pack(group)
-            await ws.send_str(header)
-            await ws.send_bytes(body)
+            header, body = hub.pack(group)
+            await send_pair(request, header, body)
         metrics.sent(items)
         newest_ms = max(int(i[1].split("-", 1)[0]) for i in items)
         metrics.reader_lag.observe(max(0.0, time.time() - newest_ms / 1000))

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from .framing import pack
 from .ids import ZERO, EntryId, format_id, parse_id
 from .metrics import StreamsMetrics
 from .store import StreamStore, xread_entries
@@ -26,6 +27,7 @@ from .store import StreamStore, xread_entries
 HUB_COUNT = 500  # entries per stream per XREAD of the hub
 MAX_BUFFER_BYTES = 8 * 1024 * 1024
 WAKE_TTL_S = 3600
+PACK_CACHE = 64  # batches packed for the readers of a stream, newest kept
 
 Item = tuple[str, str, bytes]  # stream id, entry id, data
 
@@ -164,7 +166,18 @@ class ReadHub:
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._wake_key = store.keys.wake(secrets.token_hex(8))
+        self._packed: OrderedDict[tuple[tuple[str, str], ...], tuple[str, bytes]] = OrderedDict()
         self._wake_cursor = "0-0"
+
+    def pack(self, items: list[Item]) -> tuple[str, bytes]:
+        """`framing.pack`, remembered: readers in step send the very same batch."""
+        key = tuple((s, i) for s, i, _ in items)
+        found = self._packed.get(key)
+        if found is None:
+            found = self._packed[key] = pack(items)
+            if len(self._packed) > PACK_CACHE:
+                self._packed.popitem(last=False)
+        return found
 
     def cursor(self, stream: str) -> EntryId:
         feed = self._feeds.get(stream)
