@@ -33,6 +33,8 @@ class FrameStore:
     async def add(self, upload: FrameUpload) -> Stored:
         now_ms = int(time.time() * 1000)
         stream = self.keys.stream(upload.label, upload.key)
+        label_keys = self.keys.label_keys(upload.label)
+        ttl_ms = int(self._retention.ttl_s * 1000)
         pipe = self._redis.pipeline(transaction=True)
         pipe.xadd(
             stream,
@@ -40,14 +42,13 @@ class FrameStore:
             maxlen=self._retention.maxlen,
             approximate=not self._retention.exact,
         )
-        if self._retention.ttl_s > 0:
-            pipe.pexpire(stream, int(self._retention.ttl_s * 1000))
         pipe.zadd(self.keys.labels, {upload.label: now_ms})
-        pipe.zadd(self.keys.label_keys(upload.label), {upload.key: now_ms})
-        if self._retention.ttl_s > 0:
-            pipe.pexpire(self.keys.label_keys(upload.label), int(self._retention.ttl_s * 1000))
-        replies = await pipe.execute()
-        return Stored(entry_id=_text(replies[0]), new_key=bool(replies[-2 if self._ttl else -1]))
+        pipe.zadd(label_keys, {upload.key: now_ms})
+        if ttl_ms > 0:
+            pipe.pexpire(stream, ttl_ms)
+            pipe.pexpire(label_keys, ttl_ms)
+        entry_id, _, added_keys, *_ = await pipe.execute()
+        return Stored(entry_id=_text(entry_id), new_key=bool(added_keys))
 
     @property
     def _ttl(self) -> bool:
