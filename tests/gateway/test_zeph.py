@@ -7,7 +7,8 @@ from typing import Any
 
 import websockets
 
-from tests.helpers import wait_until
+from tests.conftest import gateway_env, launch_service, stop_services
+from tests.helpers import clean_env, free_port, wait_until
 
 
 class Zeph:
@@ -110,3 +111,57 @@ async def test_bad_sessions_and_frames_get_an_error_frame_and_a_close_code(
     await zeph.join("r")
     assert (await zeph.until(msgtype="user_list"))["data"] == ["alice"]
     await zeph.ws.close()
+
+
+TASKS = {
+    "task_TaskEcho.py": """
+def run(request):
+    return {"said": request.data, "by": request.user, "room": request.room}
+""",
+    "task_TaskFail.py": """
+def run(request):
+    raise ValueError("the render farm is down")
+""",
+}
+
+
+async def test_a_zephclient_session_runs_tasks_in_the_handlers_service(
+    start_gateway, make_token, redis_server, tmp_path
+):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    for name, source in TASKS.items():
+        (tasks / name).write_text(source)
+    port = free_port()
+    env = clean_env()
+    env.update(
+        gateway_env(
+            redis_server.url,
+            HANDLERS_PORT=str(port),
+            HANDLERS_HOST="127.0.0.1",
+            HANDLERS_BLOCK_MS="100",
+            TASKS_FOLDER=str(tasks),
+            EVENT_HANDLERS_FOLDER=str(tmp_path / "none"),
+        )
+    )
+    handlers = await launch_service("services.handlers", env, port)
+    try:
+        gw = await start_gateway()
+        zeph = await open_zeph(gw, make_token("alice"))
+        await zeph.join("review")
+        assert (await zeph.until(msgtype="user_list"))["data"] == ["alice"]
+        await zeph.send("TaskEcho", {"text": "hello"})
+        assert await zeph.recv() == {
+            "task": "TaskEcho",
+            "data": {"said": {"text": "hello"}, "by": "alice", "room": "review"},
+        }
+        await zeph.send("TaskFail", {})
+        failed = await zeph.recv()
+        assert failed["task"] == "TaskFail" and failed["error"]["code"] == 115
+        assert "render farm" in failed["error"]["message"]
+        await zeph.send("TaskNobodyWrote", {})
+        unknown = await zeph.recv()
+        assert unknown["task"] == "TaskNobodyWrote" and unknown["error"]["code"] == 104
+        await zeph.ws.close()
+    finally:
+        stop_services([handlers])
