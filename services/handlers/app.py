@@ -31,6 +31,7 @@ from .keys import (
     reloader_key,
     revocations_key,
     rpc_key,
+    rpc_server_key,
     runner_key,
     settings_key,
     verifier_key,
@@ -117,7 +118,15 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher = EventDispatcher(reloader.current, runner, dlq, policy, metrics, ledger)
     app[dispatcher_key] = dispatcher
     server = RpcServer(
-        redis, reloader.current, runner, dlq, settings.task_timeout_s, metrics, ledger
+        redis,
+        keys.rpc,
+        rpc.CONSUMER_GROUP,
+        reloader.current,
+        runner,
+        dlq,
+        settings.task_timeout_s,
+        metrics,
+        ledger,
     )
 
     def consumer(stream: str, group: str) -> ConsumerSettings:
@@ -131,6 +140,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
             concurrency=settings.concurrency,
         )
 
+    app[rpc_server_key] = server
     app[events_key] = StreamConsumer(
         redis, consumer(keys.events, events.CONSUMER_GROUP), dispatcher.process
     )
@@ -193,6 +203,7 @@ async def _stop_consuming(app: web.Application) -> None:
     # released for another replica.
     timeout = app[settings_key].shutdown_timeout_s / 2
     await asyncio.gather(app[events_key].stop(timeout), app[rpc_key].stop(timeout))
+    await app[rpc_server_key].drain()
 
 
 async def _ready(app: web.Application) -> dict[str, bool]:

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # What a released entry's idle time is set to: past any replica's claim threshold.
 RELEASED_IDLE_MS = 365 * 24 * 3600 * 1000
 
+# True: the consumer acks the entry. False: it does not (the entry stays pending and is claimed
+# again later, unless the processor acked it itself, as the rpc reply writer does).
 Process = Callable[[str, dict[bytes, bytes]], Awaitable[bool]]
 
 

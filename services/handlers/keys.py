@@ -12,6 +12,7 @@ from .dlq import DeadLetters
 from .ledger import Ledger
 from .metrics import HandlersMetrics
 from .reload import Reloader
+from .rpc import RpcServer
 from .runner import Runner
 from .settings import HandlersSettings
 
@@ -28,3 +29,4 @@ dispatcher_key = web.AppKey("dispatcher", EventDispatcher)
 cluster_key = web.AppKey("cluster", Cluster)
 events_key = web.AppKey("events", StreamConsumer)
 rpc_key = web.AppKey("rpc", StreamConsumer)
+rpc_server_key = web.AppKey("rpc_server", RpcServer)
