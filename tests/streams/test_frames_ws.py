@@ -359,3 +359,20 @@ def test_a_watcher_holds_one_frame_per_camera() -> None:
     watcher.offer(Frame(stream="b", id="7-0", digest=b"", message=b""))
     assert [(f.stream, f.id) for f in watcher.take()] == [("a", "99-0"), ("b", "7-0")]
     assert watcher.take() == []
+
+
+async def test_viewers_keep_receiving_after_the_read_connection_is_killed(
+    frames: Frames, redis: Redis
+) -> None:
+    await frames.upload("site-a", "cam1", JPEG + b"1")
+    ws = await frames.ws("/ws/labels/site-a")
+    await receive_frame(ws)
+    await wait_until(lambda: frames.app[hub_key].blocked, what="the read loop in its XREAD")
+    readers = [c for c in await redis.client_list() if c["cmd"] == "xread"]
+    assert len(readers) == 1
+    await redis.client_kill_filter(_id=readers[0]["id"])
+    await frames.upload("site-a", "cam1", JPEG + b"2")
+    assert (await receive_frame(ws))[1] == JPEG + b"2"
+    new_readers = [c for c in await redis.client_list() if c["cmd"] == "xread"]
+    assert [c["id"] for c in new_readers] != [readers[0]["id"]]
+    await ws.close()

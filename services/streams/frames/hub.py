@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.common.redis import make_client
 from services.common.settings import RedisSettings
@@ -204,6 +206,9 @@ class FrameHub:
             settings,
             single_connection_client=True,
             socket_timeout=settings.socket_timeout_s + self._block_ms / 1000,
+            # No silent reconnect: a new connection has a new CLIENT ID, so a dropped one must
+            # end this run (supervised() starts another, which asks for its id again).
+            retry=Retry(NoBackoff(), 0),
         )
         try:
             self._reader_id = int(await reader.client_id())
