@@ -1,7 +1,9 @@
 """Failures: retries with backoff, the dead-letter stream and its REST API, timeouts, and
 handlers that crash or hang their isolation worker."""
 
+import asyncio
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -161,8 +163,13 @@ async def test_a_handler_that_crashes_or_hangs_its_worker_process_is_killed_and_
     write(
         handlers,
         "on_fine.py",
-        PROBE + "def handle_event(data):\n    probe().rpush('fine', os.getpid())\n",
+        PROBE
+        + "from services.handlers.api import say\n"
+        + "def handle_event(data):\n    probe().rpush('fine', os.getpid())\n"
+        + "    say('fine', {'pid': os.getpid()})\n",
     )
+    listener = redis.pubsub()
+    await listener.subscribe("sb:say")
     service = await handlers_process(
         HANDLERS_ISOLATION="process",
         HANDLERS_PROCESSES="2",
@@ -176,7 +183,18 @@ async def test_a_handler_that_crashes_or_hangs_its_worker_process_is_killed_and_
     await wait_until(lambda: group_settled(redis), what="the next event settled", timeout_s=20)
 
     assert await redis.get("crashes") == b"2"
-    assert await redis.llen("fine") == 1
+    [fine_pid] = [int(p) for p in await redis.lrange("fine", 0, -1)]
+    assert fine_pid != service.proc.pid  # it ran in a worker, and said so to the cluster
+    said = None
+    async with asyncio.timeout(5):
+        while said is None:
+            said = await listener.get_message(ignore_subscribe_messages=True, timeout=1)
+    await listener.aclose()
+    assert json.loads(said["data"]) == {
+        "event": "fine",
+        "source": f"{socket.gethostname()}:{service.port}",
+        "data": {"pid": fine_pid},
+    }
     hung = [int(p) for p in await redis.lrange("hang-pids", 0, -1)]
     assert len(hung) == 2 and service.proc.pid not in hung
     for pid in hung:  # killed, not left running
@@ -211,3 +229,19 @@ async def _metrics(service: Any) -> str:
 
 async def _has(service: Any, line: str) -> bool:
     return line in await _metrics(service)
+
+
+async def test_an_event_whose_data_is_not_json_is_dead_lettered_at_once(
+    start_handlers: Callable[..., Any], redis: Redis, folders: Any
+) -> None:
+    handlers, _ = folders
+    write(handlers, "on_x.py", PROBE + "def handle_event(data):\n    probe().incr('ran')\n")
+    service = await start_handlers()
+    await redis.xadd("sb:events", {"event": "x", "data": "{oops", "source": "api", "ts": "1"})
+    await publish(redis, "x", {})
+    await wait_until(lambda: group_settled(redis), what="settled")
+    assert await redis.get("ran") == b"1"
+    _, body = await service.api("GET", "/dlq")
+    [dead] = body["entries"]
+    assert (dead["handler"], dead["data"], dead["attempts"]) == ("*", "{oops", 0)
+    assert dead["error"].startswith("malformed data: ")
