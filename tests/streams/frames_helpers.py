@@ -1,6 +1,7 @@
 """The frames API under test: an in-process streams app on a real port, upload and parse helpers."""
 
 import dataclasses
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ def form(label: str = "site-a", key: str = "cam1", frame: bytes = JPEG, **extra:
     data.add_field("key", key)
     for name, value in extra.items():
         data.add_field(name, value)
-    data.add_field("file", frame, filename="frame.jpg", content_type="image/jpeg")
+    # A file object, as a producer's HTTP client sends it (aiohttp warns about large raw bytes).
+    data.add_field("file", io.BytesIO(frame), filename="frame.jpg", content_type="image/jpeg")
     return data
 
 

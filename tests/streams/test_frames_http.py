@@ -213,3 +213,12 @@ async def test_http_auth_and_permission_errors(frames: Frames) -> None:
     token = frames.make_token("alice", labels=["site-a"])
     async with session.post(frames.url(f"/frames?token={token}"), data=form()) as resp:
         assert resp.status == 200  # ?token= works as on the backend's sockets
+
+
+async def test_a_frame_larger_than_aiohttps_default_body_limit_is_stored(
+    frames: Frames, redis: Redis
+) -> None:
+    big = bytes(range(256)) * (12 * 1024)  # 3 MiB: past aiohttp's 1 MiB client_max_size
+    entry_id = await frames.upload("site-a", "cam1", big)
+    entries = await redis.xrange(f"sb:stream_frame:{b64('site-a')}|{b64('cam1')}")
+    assert entries[0][0].decode() == entry_id and entries[0][1][b"frame"] == big

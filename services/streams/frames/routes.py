@@ -15,6 +15,10 @@ from .keys import hub_key, limiter_key, metrics_key, store_key
 
 routes = web.RouteTableDef()
 STORED = {"status": "ok", "message": "Frame stored successfully."}
+# Larger than anything the request's buffer holds at once (it pauses the socket at 128 KiB), so
+# aiohttp's read_chunk never reads past `size` and never calls its deprecated unread_data(),
+# whose DeprecationWarning would fail an upload under warnings-as-errors.
+READ_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 async def request_access(request: web.Request) -> LabelAccess:
@@ -102,7 +106,7 @@ async def _read_part(part: BodyPartReader, limit: int, too_big: LimitExceeded) -
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await part.read_chunk(64 * 1024)
+        chunk = await part.read_chunk(READ_CHUNK_BYTES)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
