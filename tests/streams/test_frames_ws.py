@@ -154,6 +154,8 @@ async def test_ws_labels_pushes_each_camera_only_when_it_changes(frames: Frames)
     # Nothing else arrives: no re-sends of unchanged frames.
     with pytest.raises(asyncio.TimeoutError):
         await ws.receive(timeout=0.5)
+    await ws.send_json({"action": "ping"})
+    assert await ws.receive_json(timeout=5) == {"action": "pong"}
     await ws.close()
 
 
