@@ -78,47 +78,58 @@ def _batch(entry_bytes: int) -> tuple[str, bytes]:
     return header, os.urandom(entry_bytes) * BATCH
 
 
-async def push_run(base: str, token: str, entry_bytes: int, batches: int) -> Throughput:
+async def push_run(
+    base: str, token: str, entry_bytes: int, batches: int, producers: int
+) -> Throughput:
+    """`producers` sockets, each pushing its share of `batches` one ack after the other."""
     header, data = _batch(entry_bytes)
     url = f"{base}/data/{STREAM}/push?batch=true&ack=true"
     headers = {"Authorization": f"Bearer {token}"}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.ws_connect(url, headers=headers, max_msg_size=0) as ws,
-    ):
-        for _ in range(3):  # warm up
-            await ws.send_str(header)
-            await ws.send_bytes(data)
-            await ws.receive_str()
+    async with aiohttp.ClientSession() as session:
+        sockets = [
+            await session.ws_connect(url, headers=headers, max_msg_size=0) for _ in range(producers)
+        ]
+
+        async def produce(ws: aiohttp.ClientWebSocketResponse, n: int) -> None:
+            for _ in range(n):
+                await ws.send_str(header)
+                await ws.send_bytes(data)
+                ack = await ws.receive_str()
+                assert ack.count(",") == BATCH - 1, ack[:200]
+
+        await asyncio.gather(*(produce(ws, 2) for ws in sockets))  # warm up
         started = time.perf_counter()
-        for _ in range(batches):
-            await ws.send_str(header)
-            await ws.send_bytes(data)
-            ack = await ws.receive_str()
-            assert ack.count(",") == BATCH - 1, ack[:200]
+        await asyncio.gather(*(produce(ws, batches // producers) for ws in sockets))
         elapsed = time.perf_counter() - started
-    return Throughput(f"ws push {entry_bytes // 1000} KB x{BATCH}", batches * BATCH, elapsed,
-                      entry_bytes)  # fmt: skip
+        for ws in sockets:
+            await ws.close()
+    name = f"ws push {entry_bytes // 1000} KB x{BATCH}, {producers} producer(s)"
+    return Throughput(name, batches // producers * producers * BATCH, elapsed, entry_bytes)
 
 
-async def raw_run(redis_url: str, entry_bytes: int, batches: int) -> Throughput:
+async def raw_run(redis_url: str, entry_bytes: int, batches: int, producers: int) -> Throughput:
+    """The same entries by `producers` redis-py clients, one pipeline of XADDs after the other."""
     data = os.urandom(entry_bytes)
-    redis = Redis.from_url(redis_url, protocol=3)
-    try:
-        started = 0.0
-        for i in range(batches + 3):
-            if i == 3:
-                started = time.perf_counter()
+    clients = [Redis.from_url(redis_url, protocol=3) for _ in range(producers)]
+
+    async def produce(redis: Redis, n: int) -> None:
+        for _ in range(n):
             async with redis.pipeline(transaction=False) as pipe:
                 for _ in range(BATCH):
                     pipe.xadd("raw:" + STREAM, {"d": data}, maxlen=1000, approximate=True)
                 await pipe.execute()
+
+    try:
+        await asyncio.gather(*(produce(r, 2) for r in clients))
+        started = time.perf_counter()
+        await asyncio.gather(*(produce(r, batches // producers) for r in clients))
         elapsed = time.perf_counter() - started
-        await redis.delete("raw:" + STREAM)
+        await clients[0].delete("raw:" + STREAM)
     finally:
-        await redis.aclose()
-    return Throughput(f"raw XADD pipeline {entry_bytes // 1000} KB x{BATCH}", batches * BATCH,
-                      elapsed, entry_bytes)  # fmt: skip
+        for r in clients:
+            await r.aclose()
+    name = f"raw XADD pipeline {entry_bytes // 1000} KB x{BATCH}, {producers} client(s)"
+    return Throughput(name, batches // producers * producers * BATCH, elapsed, entry_bytes)
 
 
 class PullClient(WsClient):
@@ -210,10 +221,11 @@ async def run(args: argparse.Namespace) -> int:
     ws_base = base.replace("http://", "ws://")
     rows: list[tuple[Throughput, Throughput]] = []
     try:
-        for entry_bytes, batches in ((1000, args.batches_1k), (100_000, args.batches_100k)):
-            raw = await raw_run(redis.url, entry_bytes, batches)
-            pushed = await push_run(ws_base, token, entry_bytes, batches)
-            rows.append((pushed, raw))
+        for producers in args.producers:
+            for entry_bytes, batches in ((1000, args.batches_1k), (100_000, args.batches_100k)):
+                raw = await raw_run(redis.url, entry_bytes, batches, producers)
+                pushed = await push_run(ws_base, token, entry_bytes, batches, producers)
+                rows.append((pushed, raw))
         pull = await pull_run(base, token, args.readers, args.rate, args.entries)
     finally:
         service.stop()
@@ -224,13 +236,13 @@ async def run(args: argparse.Namespace) -> int:
 
 def _report(rows: list[tuple[Throughput, Throughput]], pull: Latency) -> bool:
     out = sys.stdout.write
-    out(f"{'workload':<34}{'entries/s':>12}{'MB/s':>10}{'vs raw':>9}{'target':>9}\n")
+    out(f"{'workload':<48}{'entries/s':>12}{'MB/s':>10}{'vs raw':>9}{'target':>9}\n")
     ok = True
     for pushed, raw in rows:
         ratio = pushed.per_s / raw.per_s
         ok &= ratio >= 0.7
-        out(f"{raw.name:<34}{raw.per_s:>12,.0f}{raw.mb_s:>10,.1f}{'1.00':>9}{'':>9}\n")
-        out(f"{pushed.name:<34}{pushed.per_s:>12,.0f}{pushed.mb_s:>10,.1f}{ratio:>9.2f}"
+        out(f"{raw.name:<48}{raw.per_s:>12,.0f}{raw.mb_s:>10,.1f}{'1.00':>9}{'':>9}\n")
+        out(f"{pushed.name:<48}{pushed.per_s:>12,.0f}{pushed.mb_s:>10,.1f}{ratio:>9.2f}"
             f"{'>= 0.70':>9}\n")  # fmt: skip
     complete = pull.received == pull.expected
     ok &= complete and pull.p99_ms < 20
@@ -247,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.streams", description=__doc__)
     parser.add_argument("--batches-1k", type=int, default=300, help="batches of 100 x 1 KB")
     parser.add_argument("--batches-100k", type=int, default=30, help="batches of 100 x 100 KB")
+    parser.add_argument(
+        "--producers", type=int, nargs="+", default=[1, 4], help="concurrent pushers per run"
+    )
     parser.add_argument("--readers", type=int, default=100)
     parser.add_argument("--rate", type=float, default=100.0, help="pull entries pushed per s")
     parser.add_argument("--entries", type=int, default=500, help="entries pushed for pull")

@@ -31,8 +31,8 @@ def create_app(settings: StreamsSettings, *, redis: Redis | None = None) -> web.
     app.cleanup_ctx.append(_revocations_ctx)
     app.cleanup_ctx.append(_streams_ctx)
     app.cleanup_ctx.append(supervised("streams-read-hub", _run_hub))
+    app.on_shutdown.append(_stop_readers)  # before the sockets close: no write after a close
     sockets.setup(app)
-    app.on_shutdown.append(_stop_readers)
     login.setup(app)
     rest.setup(app)
     push.setup(app)

@@ -20,6 +20,7 @@ Query parameters:
 
 import asyncio
 import contextlib
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from .ids import parse_id
 from .keys import settings_key
 from .metrics import StreamsMetrics
 from .readers import Reader, ReadHub, hub_key
-from .sockets import metrics_key, open_socket, refuse, send_pair
+from .sockets import drained, metrics_key, open_socket, refuse, write_pair
 from .store import StreamStore, split_ids, store_key
 
 MAX_COUNT = 10_000
@@ -187,6 +188,8 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, principal: Pri
     positions = await start_positions(store, streams, params.last_ids)
     reader = hub.reader(positions, latest=latest, max_entries=app[settings_key].reader_buffer)
     credit = _Credit(params.ack)
+    if not params.onebyone and not params.rate_limit_s:
+        reader.direct = functools.partial(_direct, request, credit, hub, metrics)
     listener = asyncio.create_task(_listen(ws, credit, reader))
     await hub.subscribe(reader)
     try:
@@ -234,9 +237,33 @@ async def _send_loop(
             if not await credit.acquire():
                 return
             header, body = hub.pack(group)
-            await send_pair(request, header, body)
-        metrics.sent(items)
-        newest_ms = max(int(i[1].split("-", 1)[0]) for i in items)
-        metrics.reader_lag.observe(max(0.0, time.time() - newest_ms / 1000))
+            await drained(request)
+            write_pair(request, header, body)
+        _sent(metrics, items)
         if params.rate_limit_s:
             await asyncio.sleep(params.rate_limit_s)
+
+
+def _sent(metrics: StreamsMetrics, items: list[tuple[str, str, bytes]]) -> None:
+    metrics.sent(items)
+    newest_ms = max(int(i[1].split("-", 1)[0]) for i in items)
+    metrics.reader_lag.observe(max(0.0, time.time() - newest_ms / 1000))
+
+
+def _direct(
+    request: web.Request,
+    credit: _Credit,
+    hub: ReadHub,
+    metrics: StreamsMetrics,
+    items: list[tuple[str, str, bytes]],
+) -> bool:
+    """The hub's synchronous send (Reader.flush): only with credit and room in the socket."""
+    if credit.closed or (credit.ack and credit.available <= 0):
+        return False
+    header, body = hub.pack(items)
+    if not write_pair(request, header, body):
+        return False
+    if credit.ack:
+        credit.available -= 1
+    _sent(metrics, items)
+    return True

@@ -46,6 +46,8 @@ async def push(request: web.Request) -> web.StreamResponse:
     ws = await open_socket(request)
     try:
         await _serve(request, ws, principal)
+    except ConnectionError:
+        pass  # the client went away; what was acked is stored
     except (ServiceError, RedisError) as exc:
         await refuse(request, ws, exc)
     except Exception as exc:  # a bug: the client still gets an error frame

@@ -14,6 +14,7 @@ import contextlib
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,11 @@ class Reader:
         self.behind = True  # every reader starts by reading from Redis
         self.closed = False
         self._event = asyncio.Event()
+        # Set by the consumer: writes a batch synchronously, False when it cannot right now.
+        self.direct: Callable[[list[Item]], bool] | None = None
+        self.direct_at = 0.0
+        self.waiting = False
+        self._count = 1
 
     def offer(self, stream: str, entry_id: EntryId, text_id: str, data: bytes) -> None:
         """The hub hands over a live entry."""
@@ -73,7 +79,8 @@ class Reader:
             self.hub.metrics.reader_fell_behind.inc()
             return
         self._append(stream, entry_id, text_id, data)
-        self._event.set()
+        if not (self.waiting and self.direct is not None):
+            self._event.set()  # else the hub's `flush` right after this sends it, or sets it
 
     def _append(self, stream: str, entry_id: EntryId, text_id: str, data: bytes) -> None:
         self._buffer.append((stream, text_id, data))
@@ -92,7 +99,9 @@ class Reader:
         """Up to `count` entries per stream; [] after `timeout_s` without any, or when closed.
 
         In latest mode only the newest `count` entries per stream are returned and older
-        ones are skipped (PTG's frame dropping for viewers).
+        ones are skipped (PTG's frame dropping for viewers). While this waits, the hub may
+        hand entries straight to `direct` (see `flush`); that counts as activity for
+        `timeout_s`.
         """
         deadline = time.monotonic() + timeout_s
         while not self.closed:
@@ -102,13 +111,39 @@ class Reader:
                 await self._catch_up(count)
                 continue
             self._event.clear()
-            remaining = deadline - time.monotonic()
+            remaining = max(deadline, self.direct_at + timeout_s) - time.monotonic()
             if remaining <= 0:
                 return []
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._event.wait()
+            self._count = count
+            self.waiting = True
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._event.wait()
+            finally:
+                self.waiting = False
         return []
+
+    def flush(self) -> None:
+        """Called by the hub after a read: a reader parked in `take` with a `direct` sender
+        gets its new entries written at once, without waking its task (the fan-out to a
+        hundred sockets is then a loop, not a hundred task switches)."""
+        if self.closed or not self.waiting or self.direct is None or not self._buffer:
+            return
+        items = self._pop(self._count)
+        try:
+            if self.direct(items):
+                self.direct_at = time.monotonic()
+                if self._buffer:  # more than `count`: the task sends the rest
+                    self._event.set()
+                return
+        except ConnectionError:
+            self.close()
+            return
+        # Not sent (no credit, or the socket must drain first): back to the task.
+        self._buffer.extendleft(reversed(items))
+        self._bytes += sum(len(i[2]) for i in items)
+        self._event.set()
 
     def _pop(self, count: int) -> list[Item]:
         if self.latest:
@@ -228,6 +263,7 @@ class ReadHub:
             }
             streams[self._wake_key] = self._wake_cursor
             reply = await self.store.redis.xread(streams, count=HUB_COUNT, block=self._block_ms)
+            touched: list[_Feed] = []
             for key, text_id, data in xread_entries(reply):
                 if key == self._wake_key:
                     self._wake_cursor = text_id
@@ -242,6 +278,9 @@ class ReadHub:
                 feed.cursor = entry_id
                 for reader in feed.readers:
                     reader.offer(stream, entry_id, text_id, data)
+                touched.append(feed)
+            for reader in {r for feed in touched for r in feed.readers}:
+                reader.flush()
 
     async def close_all(self) -> None:
         for feed in list(self._feeds.values()):

@@ -68,22 +68,33 @@ def _frame_head(opcode: int, length: int) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, length)
 
 
-async def send_pair(request: web.Request, header: str, body: bytes) -> None:
-    """A text frame and a binary frame in one write to the socket.
+def write_pair(request: web.Request, header: str, body: bytes) -> bool:
+    """Write a text frame and a binary frame in one write to the socket, if it has room.
 
     aiohttp writes every frame with its own send(); a pull batch is always two frames, and on
     a hundred readers those syscalls were most of the fan-out's cost. The frames are plain
-    unmasked, uncompressed RFC 6455 frames, written with no await in between, so nothing can
-    interleave. A reader whose socket buffer is over `SEND_HIGH_WATER` waits for it to drain.
+    unmasked, uncompressed RFC 6455 frames written with no await in between, so nothing can
+    interleave with them. False (nothing written) while the socket's buffer is over
+    `SEND_HIGH_WATER`: the caller waits for `drained`.
     """
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("socket closed")
+    if transport.get_write_buffer_size() > SEND_HIGH_WATER:
+        return False
     text = header.encode()
     transport.writelines([_frame_head(0x1, len(text)), text, _frame_head(0x2, len(body)), body])
-    while transport.get_write_buffer_size() > SEND_HIGH_WATER:
-        if transport.is_closing():
+    return True
+
+
+async def drained(request: web.Request) -> None:
+    """Wait until the socket's send buffer is under `SEND_HIGH_WATER`."""
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
             raise ConnectionResetError("socket closed")
+        if transport.get_write_buffer_size() <= SEND_HIGH_WATER:
+            return
         await asyncio.sleep(DRAIN_POLL_S)
 
 
