@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from services.common.pubsub import Subscriber
 
 from .harness import RedisServer, ServerProcess, free_port, python_argv, split_cores
+from .resp import RespConnection, encode_command
 
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
@@ -105,21 +106,25 @@ async def _settled(redis: Redis, stream: str, timeout_s: float) -> None:
     raise TimeoutError(f"{stream} not drained within {timeout_s} s")
 
 
-async def _flood(redis: Redis, event: str, count: int) -> float:
+async def _flood(redis: Redis, conn: RespConnection, event: str, count: int) -> float:
     """XADD `count` events as fast as pipelines allow; seconds until all were acked."""
     started = time.perf_counter()
-    await _fill(redis, event, count)
+    await _fill(conn, event, count)
     await _settled(redis, "sb:events", timeout_s=120)
     return time.perf_counter() - started
 
 
-async def _fill(redis: Redis, event: str, count: int) -> None:
+async def _fill(conn: RespConnection, event: str, count: int) -> None:
     for start in range(0, count, 500):
-        async with redis.pipeline(transaction=False) as pipe:
-            for _ in range(start, min(count, start + 500)):
-                body = json.dumps({"t": time.time()})
-                pipe.xadd("sb:events", {"event": event, "data": body, "source": "api", "ts": "0"})
-            await pipe.execute()
+        n = min(count, start + 500) - start
+        fields = ("event", event, "source", "api", "ts", "0")
+        payload = b"".join(
+            encode_command(
+                "XADD", "sb:events", "*", *fields, "data", json.dumps({"t": time.time()})
+            )
+            for _ in range(n)
+        )
+        await conn.execute(payload, n)
 
 
 async def _flush(redis: Redis, path: str) -> list[tuple[float, float, str]]:
@@ -138,7 +143,7 @@ def _rate(starts: list[float]) -> float:
     return (len(starts) - 1) / (max(starts) - min(starts))
 
 
-async def _paced(redis: Redis, rate: float, duration_s: float) -> int:
+async def _paced(conn: RespConnection, rate: float, duration_s: float) -> int:
     interval = 1 / rate
     count = int(rate * duration_s)
     start = time.perf_counter()
@@ -147,13 +152,14 @@ async def _paced(redis: Redis, rate: float, duration_s: float) -> int:
         if delay > 0:
             await asyncio.sleep(delay)
         body = json.dumps({"t": time.time()})
-        await redis.xadd("sb:events", {"event": "bench:noop", "data": body, "ts": "0"})
+        await conn.execute(
+            encode_command("XADD", "sb:events", "*", "event", "bench:noop", "data", body, "ts", 0),
+            1,
+        )
     return count
 
 
-async def _rpc(
-    url: str, redis: Redis, callers: int, duration_s: float
-) -> tuple[list[float], float]:
+async def _rpc(url: str, callers: int, duration_s: float) -> tuple[list[float], float]:
     """Closed-loop callers; (round trips, elapsed seconds)."""
     channel = f"sb:rpc:reply:bench-{uuid.uuid4().hex[:6]}"
     waiting: dict[str, asyncio.Future[None]] = {}
@@ -171,6 +177,7 @@ async def _rpc(
     await subscriber.subscribe(channel.encode())
     rtts: list[float] = []
     stop_at = time.perf_counter() + duration_s
+    conns = [await RespConnection.open(url) for _ in range(callers)]
 
     async def caller(n: int) -> None:
         i = 0
@@ -188,14 +195,17 @@ async def _rpc(
                 "client": f"c{n}",
                 "deadline": int((time.time() + 10) * 1000),
             }
+            payload = encode_command("XADD", "sb:rpc", "*", "c", json.dumps(call))
             sent = time.perf_counter()
-            await redis.xadd("sb:rpc", {"c": json.dumps(call)})
+            await conns[n].execute(payload, 1)
             await asyncio.wait_for(future, 10)
             rtts.append(time.perf_counter() - sent)
 
     started = time.perf_counter()
     await asyncio.gather(*(caller(n) for n in range(callers)))
     elapsed = time.perf_counter() - started
+    for conn in conns:
+        conn.close()
     reader.cancel()
     await asyncio.gather(reader, return_exceptions=True)
     return rtts, elapsed
@@ -247,11 +257,14 @@ async def run(args: argparse.Namespace) -> list[Row]:
             },
         )
         redis = Redis.from_url(redis_server.url, protocol=3)
+        # Events and calls are written raw (bench/resp.py): redis-py's cost per command would
+        # be the client's bottleneck on a shared machine, not the service's.
+        conn = await RespConnection.open(redis_server.url)
         try:
             # A backlog first: the service starts with it waiting and drains it at its own
             # pace, which the handlers' start times show, whatever the producer could do.
-            await _fill(redis, "bench:noop", args.events)
-            await _fill(redis, "bench:noop-sync", args.events)
+            await _fill(conn, "bench:noop", args.events)
+            await _fill(conn, "bench:noop-sync", args.events)
             server.start()
             _wait_ready(port)
             await _settled(redis, "sb:events", timeout_s=120)
@@ -277,7 +290,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
             )
 
             cpu_before = server.sample().cpu_s
-            elapsed = await _flood(redis, "bench:noop", args.events)
+            elapsed = await _flood(redis, conn, "bench:noop", args.events)
             cpu = server.sample().cpu_s - cpu_before
             flood = [d for _, d, _ in await _flush(redis, str(Path(tmp) / "flood.json"))]
             rows.append(
@@ -290,7 +303,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 )
             )
 
-            await _paced(redis, args.rate, args.duration)
+            await _paced(conn, args.rate, args.duration)
             delays = [d for _, d, _ in await _flush(redis, str(Path(tmp) / "delays.json"))]
             rows.append(
                 Row(
@@ -304,7 +317,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
 
             for callers in (1, args.callers):
                 cpu_before = server.sample().cpu_s
-                rtts, elapsed = await _rpc(redis_server.url, redis, callers, args.duration)
+                rtts, elapsed = await _rpc(redis_server.url, callers, args.duration)
                 cpu = server.sample().cpu_s - cpu_before
                 calls = len(rtts)
                 rows.append(
@@ -325,6 +338,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     )
                 )
         finally:
+            conn.close()
             await redis.aclose()
             server.stop()
             redis_server.close()
