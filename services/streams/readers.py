@@ -170,22 +170,30 @@ class Reader:
 
     async def _catch_up(self, count: int) -> None:
         store = self.hub.store
+        # What the hub had passed before the read: all of it that exists is in the read's
+        # answer, so a stream read to its end may move up to it even where there are no
+        # entries (a stream deleted and written again), instead of reading forever.
+        passed = {s: self.hub.cursor(s) for s in self.streams}
+        per_stream: dict[str, int] = {}
         if self.latest:
             found: list[Item] = []
             for stream in self.streams:
                 found += await store.latest(stream, format_id(self.pos[stream]), count)
-            more = False
         else:
             cursors = {s: format_id(p) for s, p in self.pos.items()}
             found = await store.after(cursors, count)
-            per_stream: dict[str, int] = {}
             for item in found:
                 per_stream[item[0]] = per_stream.get(item[0], 0) + 1
-            more = any(n >= count for n in per_stream.values())
         for stream, text_id, data in found:
             entry_id = parse_id(text_id)
             if entry_id > self.pos[stream]:
                 self._append(stream, entry_id, text_id, data)
+        more = False
+        for stream in self.streams:
+            if per_stream.get(stream, 0) >= count:
+                more = True
+            elif passed[stream] > self.pos[stream]:
+                self.pos[stream] = passed[stream]
         if not more and all(self.hub.cursor(s) <= self.pos[s] for s in self.streams):
             self.behind = False  # no await since the read: the hub has nothing we lack
 

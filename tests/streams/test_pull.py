@@ -215,3 +215,29 @@ async def test_read_permission_from_token_claims(
     url = pull_url(streams, "cam", last_entry_id="0", token=token)
     async with streams.client.session.ws_connect(url) as ws:
         assert [d for *_, d in await recv_batch(ws)] == [b"a"]
+
+
+async def test_a_stream_deleted_under_its_readers_does_not_spin_them(
+    streams: Streams, redis: Redis
+) -> None:
+    await add(redis, "cam", b"a", b"b")
+    session, auth = streams.client.session, streams.auth()
+    first = await session.ws_connect(pull_url(streams, "cam", latest="false"), headers=auth)
+    await wait_until(lambda: "cam" in streams.app[hub_key]._feeds, what="first reader")
+    async with streams.client.delete("/streams/cam", headers=auth) as r:
+        assert r.status == 200
+    async with streams.client.put("/streams/cam", json={}, headers=auth) as r:
+        assert r.status == 200
+    # The read loop's position is above everything the stream holds now.
+    second = await session.ws_connect(
+        pull_url(streams, "cam", last_entry_id="0", latest="false"), headers=auth
+    )
+    await wait_until(lambda: len(streams.app[hub_key]._feeds["cam"].readers) == 2, what="2nd")
+    before = (await redis.info("commandstats")).get("cmdstat_xread", {}).get("calls", 0)
+    await asyncio.sleep(0.3)
+    after = (await redis.info("commandstats")).get("cmdstat_xread", {}).get("calls", 0)
+    assert after - before < 10
+    new = await add(redis, "cam", b"c")
+    for ws in (first, second):
+        assert await recv_batch(ws) == [("cam", new[0], b"c")]
+        await ws.close()
