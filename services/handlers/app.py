@@ -34,6 +34,7 @@ from .keys import (
     rpc_server_key,
     runner_key,
     settings_key,
+    task_ledger_key,
     verifier_key,
 )
 from .ledger import Ledger
@@ -57,6 +58,7 @@ def create_app(
     app[metrics_key] = HandlersMetrics(install_metrics(app))
     app[verifier_key] = TokenVerifier(settings.jwt)
     app[ledger_key] = Ledger()
+    app[task_ledger_key] = Ledger()
 
     # Order matters: each context uses what the previous ones stored; teardown is reversed.
     app.cleanup_ctx.append(redis_ctx(redis_key, settings.redis, client=redis))
@@ -126,7 +128,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
         dlq,
         settings.task_timeout_s,
         metrics,
-        ledger,
+        app[task_ledger_key],
     )
 
     def consumer(stream: str, group: str) -> ConsumerSettings:

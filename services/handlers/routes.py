@@ -26,6 +26,7 @@ from .keys import (
     revocations_key,
     rpc_key,
     settings_key,
+    task_ledger_key,
     verifier_key,
 )
 
@@ -61,7 +62,10 @@ async def list_handlers(request: web.Request) -> web.Response:
     app = request.app
     settings, registry, ledger = app[settings_key], app[reloader_key].registry, app[ledger_key]
     handlers = [{**h.describe(), **ledger.get(h.id).describe()} for h in registry.handlers]
-    tasks = [{**t.describe(), **ledger.get(t.name).describe()} for t in registry.tasks.values()]
+    task_ledger = app[task_ledger_key]
+    tasks = [
+        {**t.describe(), **task_ledger.get(t.name).describe()} for t in registry.tasks.values()
+    ]
     ran = handlers + tasks
     failed = [r for r in ran if r["last_error_at"] is not None]
     last = max(failed, key=lambda r: r["last_error_at"]) if failed else None

@@ -103,7 +103,7 @@ class RpcServer:
     async def process(self, entry_id: str, fields: dict[bytes, bytes]) -> bool:
         raw = fields.get(b"c", b"")
         try:
-            call = RpcCall.decode(raw)
+            call = _checked(RpcCall.decode(raw))
         except ValueError as exc:
             try:
                 await self._dlq.add(
@@ -172,3 +172,15 @@ class RpcServer:
             self._ledger.failed(task.name, f"{type(exc).__name__}: {exc}")
             raise TaskFailed(message) from None
         return result
+
+
+def _checked(call: RpcCall) -> RpcCall:
+    """The fields this service relies on have the contract's types (ValueError otherwise)."""
+    texts = (call.req, call.reply, call.method, call.user, call.client)
+    if not all(isinstance(text, str) for text in texts):
+        raise ValueError("malformed rpc call: req, reply, method, user, client must be strings")
+    if isinstance(call.deadline, bool) or not isinstance(call.deadline, int | float):
+        raise ValueError("malformed rpc call: deadline must be a number")
+    if not isinstance(call.claims, dict) or not (call.room is None or isinstance(call.room, str)):
+        raise ValueError("malformed rpc call: claims must be an object, room a string or null")
+    return call

@@ -135,13 +135,26 @@ async def test_a_call_past_its_deadline_is_not_run_and_a_malformed_one_is_dead_l
     service = await start_handlers()
     late = await rpc.send("count", deadline_s=-1)
     await redis.xadd("sb:rpc", {"c": "{not json"})
+    wrong_types = {
+        "req": "9",
+        "reply": rpc.channel,
+        "method": "count",
+        "data": None,
+        "user": "alice",
+        "client": "c",
+        "deadline": int(time.time() * 1000) + 5000,
+        "claims": ["not", "an", "object"],
+    }
+    await redis.xadd("sb:rpc", {"c": json.dumps(wrong_types)})
     assert (await rpc.call("count"))["result"] == 1  # later calls are answered
     await wait_until(lambda: group_settled(redis, "sb:rpc"), what="every call acked")
     assert not late.done() and await redis.get("ran") == b"1"
     status, body = await service.api("GET", "/dlq")
-    [dead] = body["entries"]
-    assert (dead["kind"], dead["c"]) == ("rpc", "{not json")
+    by_call = {e["c"]: e for e in body["entries"]}
+    dead, typed = by_call["{not json"], by_call[json.dumps(wrong_types)]
+    assert dead["kind"] == typed["kind"] == "rpc"
     assert dead["error"].startswith("malformed rpc call")
+    assert typed["error"] == ("malformed rpc call: claims must be an object, room a string or null")
     status, body = await service.api("POST", f"/dlq/{dead['id']}/retry")
     assert (status, body["error"]["code"]) == (400, 107)
 
