@@ -15,7 +15,12 @@ from tests.streams.conftest import stored
 
 
 async def _produce(
-    url: str, token: str, acked: dict[str, bytes], stop: asyncio.Event, counter: list[int]
+    url: str,
+    token: str,
+    acked: dict[str, bytes],
+    stop: asyncio.Event,
+    counter: list[int],
+    closes: list[int | None],
 ) -> None:
     """Push batches of 3 with ack; reconnect after every close; record what was acknowledged."""
     async with aiohttp.ClientSession() as session:
@@ -32,6 +37,7 @@ async def _produce(
                         await ws.send_bytes(b"".join(d[:7].ljust(7, b".") for d in datas))
                         msg = await ws.receive(timeout=5)
                         if msg.type != aiohttp.WSMsgType.TEXT:
+                            closes.append(ws.close_code)
                             break
                         for entry_id, data in zip(msg.data.split(","), datas, strict=True):
                             acked[entry_id] = data[:7].ljust(7, b".")
@@ -52,12 +58,15 @@ async def test_restart_while_pushing_keeps_every_acked_entry(
     url = f"ws://127.0.0.1:{port}/data/*/push?batch=true&ack=true"
     acked: dict[str, bytes] = {}
     stop, counter = asyncio.Event(), [0]
-    producer = asyncio.create_task(_produce(url, make_token("alice"), acked, stop, counter))
+    closes: list[int | None] = []
+    producer = asyncio.create_task(_produce(url, make_token("alice"), acked, stop, counter, closes))
     try:
         for how in ("term", "kill"):
             await _more_acks(acked, 60)
             if how == "term":
                 service.proc.send_signal(signal.SIGTERM)
+                # A graceful stop tells the producer to come back (1012) after its last ack.
+                await wait_until(lambda: 1012 in closes, timeout_s=10, what="close 1012")
             else:
                 service.kill()
             await asyncio.to_thread(service.proc.wait, 15)
