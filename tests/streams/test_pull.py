@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -241,3 +242,19 @@ async def test_a_stream_deleted_under_its_readers_does_not_spin_them(
     for ws in (first, second):
         assert await recv_batch(ws) == [("cam", new[0], b"c")]
         await ws.close()
+
+
+async def test_rate_limit_trailing_slash_and_ignored_parameters(
+    streams: Streams, redis: Redis
+) -> None:
+    ids = await add(redis, "cam", b"a", b"b", b"c")
+    url = streams.ws_url(
+        "/data/cam/pull/?last_entry_id=0&count=1&rate_limit=0.15&timeout=500"
+        "&time_sync_id=0&input=raw&output=raw"
+    )
+    async with streams.client.session.ws_connect(url, headers=streams.auth()) as ws:
+        started = time.monotonic()
+        got = [await recv_batch(ws) for _ in range(3)]
+        elapsed = time.monotonic() - started
+    assert got == [[("cam", i, d)] for i, d in zip(ids, [b"a", b"b", b"c"], strict=True)]
+    assert elapsed >= 0.3  # two pauses of 0.15 s between three batches

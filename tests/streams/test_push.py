@@ -79,7 +79,7 @@ async def test_explicit_entry_ids(streams: Streams, redis: Redis) -> None:
 
 
 async def test_unbatched_binary_frames_are_one_entry_each(streams: Streams, redis: Redis) -> None:
-    url = streams.ws_url("/data/mic0/push?ack=true")
+    url = streams.ws_url("/data/mic0/push/?ack=true")  # trailing slash as on PTG
     async with streams.client.session.ws_connect(url, headers=streams.auth()) as ws:
         acks = []
         for chunk in (b"one", b"two", b""):
