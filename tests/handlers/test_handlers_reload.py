@@ -86,3 +86,33 @@ async def test_a_broken_module_of_the_zou_package_skips_the_package_not_the_file
         "__init__.py": "ImportError: needs zou.app",
         "on_z.py": "TypeError: on_z has no handle_event(data)",
     }
+
+
+async def test_a_changed_module_of_the_zou_package_is_reloaded(
+    start_handlers: Callable[..., Any], redis: Redis, folders: Any
+) -> None:
+    handlers, _ = folders
+    # The folder is the package (Zou's documented layout): its modules import each other by
+    # plain name, since the folder is on sys.path as in Zou.
+    write(handlers, "__init__.py", "from . import mod\nevent_map = {'x': mod}\n")
+    write(handlers, "helper.py", "TAG = 'v1'\n")
+    write(
+        handlers,
+        "mod.py",
+        PROBE
+        + "import helper\n"
+        + "def handle_event(data):\n    probe().rpush('ran', helper.TAG)\n",
+    )
+    service = await start_handlers()
+    await publish(redis, "x", {})
+    await wait_until(lambda: group_settled(redis), what="settled")
+    before = (await service.api("GET", "/handlers"))[1]["generation"]
+    write(handlers, "helper.py", "TAG = 'v2'\n")
+
+    async def reloaded() -> bool:
+        return bool((await service.api("GET", "/handlers"))[1]["generation"] > before)
+
+    await wait_until(reloaded, what="the package reloaded")
+    await publish(redis, "x", {})
+    await wait_until(lambda: group_settled(redis), what="settled again")
+    assert await redis.lrange("ran", 0, -1) == [b"v1", b"v2"]
