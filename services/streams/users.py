@@ -18,7 +18,7 @@ import os
 import secrets
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ALGORITHM = "pbkdf2_sha256"
@@ -166,14 +166,14 @@ def _err(text: str) -> None:
     sys.stderr.write(f"switchboard users: {text}\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
     """`switchboard users [--file PATH] add NAME | remove NAME | list`.
 
     The file defaults to `STREAMS_USERS_FILE`. `add` reads the password from a prompt on a
     terminal, else the first line of stdin.
     """
     parser = argparse.ArgumentParser(prog="switchboard users", description=main.__doc__)
-    parser.add_argument("--file", default=os.environ.get("STREAMS_USERS_FILE", ""))
+    parser.add_argument("--file", default=environ.get("STREAMS_USERS_FILE", ""))
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="add a user or change its password")
     add.add_argument("name")
