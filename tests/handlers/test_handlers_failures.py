@@ -155,6 +155,11 @@ async def test_a_handler_that_crashes_or_hangs_its_worker_process_is_killed_and_
     )
     write(
         handlers,
+        "on_segv.py",
+        "import ctypes\ndef handle_event(data):\n    ctypes.string_at(0)  # SIGSEGV\n",
+    )
+    write(
+        handlers,
         "on_hang.py",
         PROBE
         + "import time\ndef handle_event(data):\n    probe().rpush('hang-pids', os.getpid())\n"
@@ -177,6 +182,7 @@ async def test_a_handler_that_crashes_or_hangs_its_worker_process_is_killed_and_
         HANDLERS_TIMEOUT_S="0.5",
     )
     await publish(redis, "crash", {})
+    await publish(redis, "segv", {})
     await publish(redis, "hang", {})
     await wait_until(lambda: group_settled(redis), what="events settled", timeout_s=20)
     await publish(redis, "fine", {})
@@ -202,11 +208,12 @@ async def test_a_handler_that_crashes_or_hangs_its_worker_process_is_killed_and_
     dead = {e[1][b"handler"].decode(): e[1] for e in await redis.xrange("sb:events:dlq")}
     assert dead[b"on_crash".decode()][b"error"] == b"WorkerDied: worker process died (exit code 3)"
     assert dead["on_hang"][b"error"] == b"TimeoutError: timed out after 0.5 s; worker killed"
+    assert dead["on_segv"][b"error"] == b"WorkerDied: worker process died (exit code -11)"
     async with aiohttp.ClientSession() as session:
         async with session.get(service.url("/healthz")) as resp:
             assert resp.status == 200
         async with session.get(service.url("/metrics")) as resp:
-            assert "switchboard_handlers_workers_replaced_total 4.0" in await resp.text()
+            assert "switchboard_handlers_workers_replaced_total 6.0" in await resp.text()
     assert service.proc.poll() is None
 
 
