@@ -3,10 +3,12 @@
 `python -m bench.streams` starts a private redis-server and the streams service
 (`python -m services.streams`, on a core of its own when there are two) and measures:
 
-1. push: one producer on `/data/bench/push?batch=true&ack=true`, batches of 100 entries (1 KB,
-   then 100 KB) with ptgctl's end offsets, each batch sent once the previous one was acked;
-2. the physical reference, in the same run: redis-py pipelines of the same 100 `XADD MAXLEN ~
-   1000` straight into the same Redis, one pipeline after the other;
+1. push: 1 and 4 producers on `/data/bench/push?batch=true&ack=true`, batches of 100 entries
+   (1 KB, then 100 KB) with ptgctl's end offsets, each producer sending a batch once its
+   previous one was acked;
+2. the physical reference, in the same run: as many redis-py clients sending pipelines of the
+   same 100 `XADD MAXLEN ~ 1000` straight into the same Redis, one after the other. The two
+   alternate `--repeat` times and each keeps its median run;
 3. pull: 100 readers of one stream (`last_entry_id=$&latest=false&count=100`), one producer
    pushing one 1 KB entry per message at a paced rate; each entry carries its send time and is
    timed when a reader's binary frame arrives. Every reader must receive every entry.
@@ -223,15 +225,23 @@ async def run(args: argparse.Namespace) -> int:
     try:
         for producers in args.producers:
             for entry_bytes, batches in ((1000, args.batches_1k), (100_000, args.batches_100k)):
-                raw = await raw_run(redis.url, entry_bytes, batches, producers)
-                pushed = await push_run(ws_base, token, entry_bytes, batches, producers)
-                rows.append((pushed, raw))
+                # Alternate the two, `repeat` times each, and keep each one's median run: the
+                # machine's other load then weighs on both alike.
+                raws, pushes = [], []
+                for _ in range(args.repeat):
+                    raws.append(await raw_run(redis.url, entry_bytes, batches, producers))
+                    pushes.append(await push_run(ws_base, token, entry_bytes, batches, producers))
+                rows.append((_median(pushes), _median(raws)))
         pull = await pull_run(base, token, args.readers, args.rate, args.entries)
     finally:
         service.stop()
         redis.close()
     ok = _report(rows, pull)
     return 0 if ok else 1
+
+
+def _median(runs: list[Throughput]) -> Throughput:
+    return sorted(runs, key=lambda r: r.per_s)[len(runs) // 2]
 
 
 def _report(rows: list[tuple[Throughput, Throughput]], pull: Latency) -> bool:
@@ -257,11 +267,12 @@ def _report(rows: list[tuple[Throughput, Throughput]], pull: Latency) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.streams", description=__doc__)
-    parser.add_argument("--batches-1k", type=int, default=300, help="batches of 100 x 1 KB")
-    parser.add_argument("--batches-100k", type=int, default=30, help="batches of 100 x 100 KB")
+    parser.add_argument("--batches-1k", type=int, default=200, help="batches of 100 x 1 KB")
+    parser.add_argument("--batches-100k", type=int, default=20, help="batches of 100 x 100 KB")
     parser.add_argument(
         "--producers", type=int, nargs="+", default=[1, 4], help="concurrent pushers per run"
     )
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, median kept")
     parser.add_argument("--readers", type=int, default=100)
     parser.add_argument("--rate", type=float, default=100.0, help="pull entries pushed per s")
     parser.add_argument("--entries", type=int, default=500, help="entries pushed for pull")
