@@ -1,8 +1,9 @@
-"""A live stack for the client libraries: real redis-server, rooms service and gateway processes.
+"""A live stack for the client libraries: a real redis-server, the rooms service, gateways.
 
-`stack.gateway` is the gateway the clients connect to; a test may kill it and start it again on
-the same port (what a client sees when its gateway dies). `stack.api` is a second gateway for
-the server API, so publications can be made while the first one is down.
+`live`: an in-process gateway and rooms service. `stack`: the same, plus a gateway process the
+clients connect to, which a test may kill and start again on the same port (what a client sees
+when its gateway dies) while the in-process one serves the server API; and the handlers service
+for the rpc tests.
 """
 
 import asyncio
@@ -13,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from redis.asyncio import Redis
 
 from tests.conftest import (
     REPO,
@@ -78,68 +77,20 @@ def run(request):
 
 
 @dataclass
-class Stack:
-    redis_url: str
-    channels_file: str
-    make_token: Callable[..., str]
-    gateway: ServiceProcess | None = None
-    api: ServiceProcess | None = None
-    rooms: ServiceProcess | None = None
-    handlers: ServiceProcess | None = None
-    gateway_port: int = field(default_factory=free_port)
-    started: list[ServiceProcess] = field(default_factory=list)
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.gateway_port}/ws"
-
-    @property
-    def api_url(self) -> str:
-        assert self.api is not None
-        return f"http://127.0.0.1:{self.api.port}"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in clean_env().items() if not k.startswith(("ROOMS_", "HANDLERS_"))}
-        env.update(gateway_env(self.redis_url, SWITCHBOARD_CHANNELS=self.channels_file, **extra))
-        return env
-
-    async def start_gateway(self) -> ServiceProcess:
-        """The clients' gateway, on its fixed port (again, after `kill_gateway`)."""
-        port = self.gateway_port
-        env = self.env(GATEWAY_PORT=str(port), GATEWAY_HOST="127.0.0.1")
-        self.gateway = await launch_service("services.gateway", env, port)
-        self.started.append(self.gateway)
-        return self.gateway
-
-    def kill_gateway(self) -> None:
-        assert self.gateway is not None
-        stop_services([self.gateway])
-
-    async def publish(self, channel: str, data: Any) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.make_token('backend', scope='admin')}"}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{self.api_url}/api/publish",
-                json={"channel": channel, "data": data},
-                headers=headers,
-            ) as resp,
-        ):
-            body: dict[str, Any] = await resp.json()
-            assert resp.status == 200, body
-            return body
-
-
-@dataclass
 class Live:
     """An in-process gateway and rooms service: quick to start, for what needs no restart."""
 
     gateway: Gateway
     rooms: Any
+    channels_file: str
 
     @property
     def ws_url(self) -> str:
         return self.gateway.url("/ws")
+
+    @property
+    def api_url(self) -> str:
+        return self.gateway.url("").rstrip("/")
 
     async def publish(self, channel: str, data: Any) -> dict[str, Any]:
         body = {"channel": channel, "data": data}
@@ -157,58 +108,85 @@ async def live(
     gateway, rooms = await asyncio.gather(
         start_gateway(SWITCHBOARD_CHANNELS=str(channels)), start_rooms()
     )
-    return Live(gateway, rooms)
+    return Live(gateway, rooms, str(channels))
 
 
-@pytest.fixture
-async def stack(
-    request: pytest.FixtureRequest,
-    redis: Redis,
-    redis_server: RedisProcess,
-    make_token: Callable[..., str],
-    tmp_path: Path,
-) -> AsyncIterator[Stack]:
-    """The stack; with the handlers service (the TASKS) too when the test asks for it:
-    `@pytest.mark.parametrize("stack", [{"handlers": True}], indirect=True)`."""
-    with_handlers = bool(getattr(request, "param", {}).get("handlers"))
-    channels = tmp_path / "channels.json"
-    channels.write_text(json.dumps({"namespaces": NAMESPACES}))
-    stack = Stack(redis_server.url, str(channels), make_token)
-    try:
-        rooms_port, api_port = free_port(), free_port()
-        rooms_env = stack.env(ROOMS_PORT=str(rooms_port), ROOMS_HOST="127.0.0.1")
-        rooms_env.update(ROOMS_CONSUMER=f"clients-{rooms_port}", ROOMS_BLOCK_MS="100")
-        api_env = stack.env(GATEWAY_PORT=str(api_port), GATEWAY_HOST="127.0.0.1")
-        handlers_port = free_port()
-        tasks, event_handlers = tmp_path / "tasks", tmp_path / "event_handlers"
+@dataclass
+class Stack:
+    """`live`, plus the clients' gateway as a real process that a test may kill and start
+    again on the same port; the in-process gateway serves the server API meanwhile."""
+
+    live: Live
+    redis_url: str
+    gateway: ServiceProcess | None = None
+    handlers: ServiceProcess | None = None
+    gateway_port: int = field(default_factory=free_port)
+    started: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.gateway_port}/ws"
+
+    @property
+    def api_url(self) -> str:
+        return self.live.api_url
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in clean_env().items() if not k.startswith(("ROOMS_", "HANDLERS_"))}
+        channels = self.live.channels_file
+        env.update(gateway_env(self.redis_url, SWITCHBOARD_CHANNELS=channels, **extra))
+        return env
+
+    async def start_gateway(self) -> ServiceProcess:
+        """The clients' gateway, on its fixed port (again, after `kill_gateway`)."""
+        port = self.gateway_port
+        env = self.env(GATEWAY_PORT=str(port), GATEWAY_HOST="127.0.0.1")
+        self.gateway = await launch_service("services.gateway", env, port)
+        self.started.append(self.gateway)
+        return self.gateway
+
+    def kill_gateway(self) -> None:
+        assert self.gateway is not None
+        stop_services([self.gateway])
+
+    async def start_handlers(self, folder: Path) -> ServiceProcess:
+        """The handlers service, running the TASKS."""
+        port = free_port()
+        tasks, event_handlers = folder / "tasks", folder / "event_handlers"
         tasks.mkdir()
         event_handlers.mkdir()
         for name, source in TASKS.items():
             (tasks / name).write_text(source)
-        handlers_env = stack.env(
-            HANDLERS_PORT=str(handlers_port),
+        env = self.env(
+            HANDLERS_PORT=str(port),
             HANDLERS_HOST="127.0.0.1",
-            HANDLERS_CONSUMER=f"clients-{handlers_port}",
+            HANDLERS_CONSUMER=f"clients-{port}",
             HANDLERS_BLOCK_MS="100",
             TASKS_FOLDER=str(tasks),
             EVENT_HANDLERS_FOLDER=str(event_handlers),
         )
-        # Started side by side: each takes about a second to be ready.
-        launches = [
-            launch_service("services.rooms", rooms_env, rooms_port),
-            launch_service("services.gateway", api_env, api_port),
-            stack.start_gateway(),
-        ]
-        if with_handlers:
-            launches.append(launch_service("services.handlers", handlers_env, handlers_port))
-        started = await asyncio.gather(*launches, return_exceptions=True)
-        stack.started.extend(s for s in started if isinstance(s, ServiceProcess))
-        for outcome in started:
+        self.handlers = await launch_service("services.handlers", env, port)
+        self.started.append(self.handlers)
+        return self.handlers
+
+    async def publish(self, channel: str, data: Any) -> dict[str, Any]:
+        return await self.live.publish(channel, data)
+
+
+@pytest.fixture
+async def stack(
+    request: pytest.FixtureRequest, live: Live, redis_server: RedisProcess, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    """The stack; with the handlers service (the TASKS) too when the test asks for it:
+    `@pytest.mark.parametrize("stack", [{"handlers": True}], indirect=True)`."""
+    stack = Stack(live, redis_server.url)
+    try:
+        launches: list[Any] = [stack.start_gateway()]
+        if getattr(request, "param", {}).get("handlers"):
+            launches.append(stack.start_handlers(tmp_path))
+        for outcome in await asyncio.gather(*launches, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
-        stack.rooms, stack.api = started[0], started[1]  # type: ignore[assignment]
-        if with_handlers:
-            stack.handlers = started[3]  # type: ignore[assignment]
         yield stack
     finally:
         stop_services(stack.started)

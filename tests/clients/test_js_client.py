@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import signal
-from pathlib import Path
+import sys
 
 import pytest
 from aiohttp import web
@@ -56,8 +56,37 @@ async def control_server(stack: Stack) -> web.AppRunner:
     return runner
 
 
+async def run_node(node: str, env: dict[str, str], files: list[str], timeout_s: float) -> str:
+    """`node --test FILES`; fail with node's output unless every test passed."""
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        "--test",
+        "--test-reporter=spec",
+        "--test-timeout=20000",
+        "--test-concurrency=1",  # one file at a time: the recovery tests kill the gateway
+        *files,
+        cwd=JS,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            output, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        output, _ = await proc.communicate()
+        pytest.fail(f"node --test timed out:\n{output.decode()}")
+    text = output.decode()
+    sys.stdout.write(text)  # shown with `pytest -rP`, and on failure
+    assert proc.returncode == 0, f"node --test failed ({proc.returncode}):\n{text}"
+    summary = dict(re.findall(r"^\S+ (pass|fail|skipped) (\d+)$", text, re.MULTILINE))
+    assert summary.get("fail") == "0" and int(summary.get("pass", 0)) > 0, text
+    return text
+
+
 @pytest.mark.parametrize("stack", [{"handlers": True}], indirect=True, ids=["handlers"])
-async def test_js_client_suite(stack: Stack, tmp_path: Path) -> None:
+async def test_js_client_suite(stack: Stack) -> None:
     node = node_or_skip()
     runner = await control_server(stack)
     port = free_port()
@@ -69,29 +98,8 @@ async def test_js_client_suite(stack: Stack, tmp_path: Path) -> None:
         SB_SECRET=SECRET,
         SB_CONTROL=f"http://127.0.0.1:{port}",
     )
+    files = sorted(str(p.relative_to(JS)) for p in (JS / "test").glob("*.test.js"))
     try:
-        proc = await asyncio.create_subprocess_exec(
-            node,
-            "--test",
-            "--test-reporter=spec",
-            "--test-timeout=20000",
-            "--test-concurrency=1",  # one file at a time: the recovery test kills the gateway
-            *sorted(str(p.relative_to(JS)) for p in (JS / "test").glob("*.test.js")),
-            cwd=JS,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
-            async with asyncio.timeout(50):
-                output, _ = await proc.communicate()
-        except TimeoutError:
-            proc.kill()
-            output, _ = await proc.communicate()
-            pytest.fail(f"node --test timed out:\n{output.decode()}")
+        await run_node(node, env, files, timeout_s=50)
     finally:
         await runner.cleanup()
-    text = output.decode()
-    assert proc.returncode == 0, f"node --test failed ({proc.returncode}):\n{text}"
-    summary = dict(re.findall(r"^\S+ (pass|fail|skipped) (\d+)$", text, re.MULTILINE))
-    assert summary.get("fail") == "0" and int(summary.get("pass", 0)) > 0, text
