@@ -236,9 +236,9 @@ async def _send_loop(
         for group in groups:
             if not await credit.acquire():
                 return
-            header, body = hub.pack(group)
+            frames = hub.frames(group)
             await drained(request)
-            write_pair(request, header, body)
+            write_pair(request, frames)
         _sent(metrics, items)
         if params.rate_limit_s:
             await asyncio.sleep(params.rate_limit_s)
@@ -260,10 +260,9 @@ def _direct(
     """The hub's synchronous send (Reader.flush): only with credit and room in the socket."""
     if credit.closed or (credit.ack and credit.available <= 0):
         return False
-    header, body = hub.pack(items)
-    if not write_pair(request, header, body):
+    if not write_pair(request, hub.frames(items)):
         return False
     if credit.ack:
         credit.available -= 1
-    _sent(metrics, items)
+    metrics.sent(items)  # the read loop observes the lag once per round, not per reader
     return True

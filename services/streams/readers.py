@@ -23,6 +23,7 @@ from aiohttp import web
 from .framing import pack
 from .ids import ZERO, EntryId, format_id, parse_id
 from .metrics import StreamsMetrics
+from .sockets import pair_frames
 from .store import StreamStore, xread_entries
 
 HUB_COUNT = 500  # entries per stream per XREAD of the hub
@@ -209,15 +210,15 @@ class ReadHub:
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._wake_key = store.keys.wake(secrets.token_hex(8))
-        self._packed: OrderedDict[tuple[tuple[str, str], ...], tuple[str, bytes]] = OrderedDict()
+        self._packed: OrderedDict[tuple[tuple[str, str], ...], tuple[bytes, bytes]] = OrderedDict()
         self._wake_cursor = "0-0"
 
-    def pack(self, items: list[Item]) -> tuple[str, bytes]:
-        """`framing.pack`, remembered: readers in step send the very same batch."""
+    def frames(self, items: list[Item]) -> tuple[bytes, bytes]:
+        """A batch's wire frames, remembered: readers in step send the very same batch."""
         key = tuple((s, i) for s, i, _ in items)
         found = self._packed.get(key)
         if found is None:
-            found = self._packed[key] = pack(items)
+            found = self._packed[key] = pair_frames(*pack(items))
             if len(self._packed) > PACK_CACHE:
                 self._packed.popitem(last=False)
         return found
@@ -287,8 +288,11 @@ class ReadHub:
                 for reader in feed.readers:
                     reader.offer(stream, entry_id, text_id, data)
                 touched.append(feed)
-            for reader in {r for feed in touched for r in feed.readers}:
-                reader.flush()
+            if touched:
+                for reader in {r for feed in touched for r in feed.readers}:
+                    reader.flush()
+                newest_ms = max(feed.cursor[0] for feed in touched)
+                self.metrics.reader_lag.observe(max(0.0, time.time() - newest_ms / 1000))
 
     async def close_all(self) -> None:
         for feed in list(self._feeds.values()):

@@ -68,22 +68,27 @@ def _frame_head(opcode: int, length: int) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, length)
 
 
-def write_pair(request: web.Request, header: str, body: bytes) -> bool:
+def pair_frames(header: str, body: bytes) -> tuple[bytes, bytes]:
+    """A pull batch as wire bytes: (text frame + binary frame head, binary payload)."""
+    text = header.encode()
+    return _frame_head(0x1, len(text)) + text + _frame_head(0x2, len(body)), body
+
+
+def write_pair(request: web.Request, frames: tuple[bytes, bytes]) -> bool:
     """Write a text frame and a binary frame in one write to the socket, if it has room.
 
     aiohttp writes every frame with its own send(); a pull batch is always two frames, and on
     a hundred readers those syscalls were most of the fan-out's cost. The frames are plain
-    unmasked, uncompressed RFC 6455 frames written with no await in between, so nothing can
-    interleave with them. False (nothing written) while the socket's buffer is over
-    `SEND_HIGH_WATER`: the caller waits for `drained`.
+    unmasked, uncompressed RFC 6455 frames (`pair_frames`) written with no await in between,
+    so nothing can interleave with them. False (nothing written) while the socket's buffer is
+    over `SEND_HIGH_WATER`: the caller waits for `drained`.
     """
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("socket closed")
     if transport.get_write_buffer_size() > SEND_HIGH_WATER:
         return False
-    text = header.encode()
-    transport.writelines([_frame_head(0x1, len(text)), text, _frame_head(0x2, len(body)), body])
+    transport.writelines(frames)
     return True
 
 
