@@ -49,8 +49,14 @@ def clean_env() -> dict[str, str]:
         "GATEWAY_",
         "EVENT_STREAM_",
         "LOG_",
+        "ROOMS_",
+        "STREAMS_",
+        "FRAMES_",
+        "HANDLERS_",
+        "CLUSTER_",
     )
-    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k != "SECRET_KEY"}
+    names = {"SECRET_KEY", "EVENT_HANDLERS_FOLDER", "TASKS_FOLDER"}
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in names}
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -38,6 +39,17 @@ async def run_forever(
         backoff = min(backoff * 2, max_backoff_s)
 
 
+async def cancel_until_done(tasks: Iterable["asyncio.Future[Any]"]) -> None:
+    """Cancel, and cancel again until done: redis-py's asyncio client can swallow a cancellation
+    that lands inside a command (redis/redis-py#2028); the loop then runs on and a single
+    cancel-and-wait never returns."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+
+
 def supervised(
     name: str, job: Callable[[web.Application], Awaitable[None]]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -48,7 +60,7 @@ def supervised(
         try:
             yield
         finally:
-            task.cancel()
+            await cancel_until_done([task])
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

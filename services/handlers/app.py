@@ -12,10 +12,10 @@ from services.common import events, rpc
 from services.common.auth import RevocationList, TokenVerifier
 from services.common.metrics import install_metrics
 from services.common.redis import Keys, make_client, redis_ctx
+from services.common.tasks import supervised
 from services.common.web import add_health_routes
 
 from . import api
-from .background import supervised
 from .cluster import Cluster
 from .consumer import ConsumerSettings, StreamConsumer
 from .dispatch import EventDispatcher, RetryPolicy

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import StreamIdT
 
-from .background import cancel_until_done
+from services.common.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
