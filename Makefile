@@ -95,8 +95,10 @@ typecheck: $(STAMP)  ## mypy --strict on services/ and deploy/
 	$(BIN)/mypy
 	$(BIN)/mypy deploy
 
-bench: redis-server $(STAMP)  ## benchmarks next to the peer (python-socketio), figures as a table
+bench: redis-server $(STAMP)  ## benchmarks next to their peers (python-socketio, raw Redis), figures as tables
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.streams
+	$(BIN)/python -m bench.handlers
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .switchboard .pytest_cache .mypy_cache .ruff_cache
