@@ -2,10 +2,10 @@
 
 `promtool check rules` accepts deploy/prometheus/alerts.yml. Then a real Prometheus (the Debian
 package's binary, `make deps` installs it) scrapes every second a local cluster (deploy.local:
-haproxy, two gateways, two rooms replicas, one Redis) while clients subscribe, receive
-publications, share a room and get closed; through its HTTP API every alert rule is loaded and
-evaluated without error (none fires on this healthy cluster) and every dashboard query is valid
-and returns data."""
+haproxy, two gateways, two rooms replicas, one streams, two handlers, one Redis) while clients
+subscribe, receive publications, share a room and get closed; through its HTTP API every alert
+rule is loaded and evaluated without error (none fires on this healthy cluster) and every
+dashboard query is valid and returns data."""
 
 import asyncio
 import contextlib
@@ -85,9 +85,15 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
         state_dir=tmp_path / "cluster",
         port=0,
         replicas=2,
-        services=("gateway", "rooms"),
+        services=("gateway", "rooms", "streams", "handlers"),
         secret_key=SECRET,
-        extra_env={"ROOMS_STATS_INTERVAL_S": "0.5", "GATEWAY_SHUTDOWN_TIMEOUT_S": "3"},
+        extra_env={
+            "ROOMS_STATS_INTERVAL_S": "0.5",
+            "HANDLERS_STATS_INTERVAL_S": "0.5",
+            "GATEWAY_SHUTDOWN_TIMEOUT_S": "3",
+            "STREAMS_SHUTDOWN_TIMEOUT_S": "3",
+            "HANDLERS_SHUTDOWN_TIMEOUT_S": "3",
+        },
         grace_s=5.0,
         backoff_initial_s=0.2,
     )
@@ -106,7 +112,7 @@ class Prometheus:
         self.workdir = workdir
         workdir.mkdir()
         jobs = []
-        for service in ("gateway", "rooms"):
+        for service in ("gateway", "rooms", "streams", "handlers"):
             targets = [
                 {
                     "targets": [f"127.0.0.1:{replica.port}"],
@@ -266,7 +272,7 @@ async def test_prometheus_evaluates_every_alert_and_dashboard_query(
         try:
             await load.start()
             deadline = time.monotonic() + 30
-            targets = len(cluster.replicas_of("gateway")) + len(cluster.replicas_of("rooms"))
+            targets = len(cluster.replicas)
 
             async def every_target_scraped_thrice() -> bool:
                 # >= 3 samples of every target, all up: rate() over the window has two.
