@@ -56,10 +56,13 @@ async def control_server(stack: Stack) -> web.AppRunner:
     return runner
 
 
-async def run_node(node: str, env: dict[str, str], files: list[str], timeout_s: float) -> str:
+async def run_node(
+    node: str, env: dict[str, str], files: list[str], timeout_s: float, *flags: str
+) -> str:
     """`node --test FILES`; fail with node's output unless every test passed."""
     proc = await asyncio.create_subprocess_exec(
         node,
+        *flags,
         "--test",
         "--test-reporter=spec",
         "--test-timeout=20000",
@@ -100,6 +103,10 @@ async def test_js_client_suite(stack: Stack) -> None:
     )
     files = sorted(str(p.relative_to(JS)) for p in (JS / "test").glob("*.test.js"))
     try:
-        await run_node(node, env, files, timeout_s=50)
+        await run_node(node, env, files, timeout_s=40)
+        # Again with Node's own WebSocket, the browser's API (undici): what a browser runs.
+        browser_env = {**env, "SB_GLOBAL_WEBSOCKET": "1"}
+        browser_files = ["test/channels.test.js", "test/rooms.test.js"]
+        await run_node(node, browser_env, browser_files, 20, "--experimental-websocket")
     finally:
         await runner.cleanup()

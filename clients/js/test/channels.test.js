@@ -153,3 +153,17 @@ test('a WebSocket constructor given in the options is the one used', async (t) =
   await alice.ping();
   assert.deepEqual(opened, [URL]);
 });
+
+test('the WebSocket used: the global one where there is one, else the ws package', async (t) => {
+  const alice = client(t);
+  await alice.ready();
+  const { WebSocket: NodeWebSocket } = await import('ws');
+  if (process.env.SB_GLOBAL_WEBSOCKET) {
+    // `node --experimental-websocket`: the browser's WebSocket API, as in a browser.
+    assert.equal(typeof globalThis.WebSocket, 'function');
+    assert.ok(alice._ws instanceof globalThis.WebSocket);
+  } else {
+    assert.equal(globalThis.WebSocket, undefined);
+    assert.ok(alice._ws instanceof NodeWebSocket);
+  }
+});

@@ -345,6 +345,8 @@ class Switchboard:
                 except ValueError:
                     self._emit("error", SwitchboardError(ErrorCode.BAD_REQUEST, "bad JSON"))
                     continue
+                if not isinstance(obj, dict):
+                    continue
                 if "push" in obj:
                     self._on_push(obj)
                 else:
@@ -414,7 +416,7 @@ class Switchboard:
         return await self._send(self._ws, {"op": op, **fields}, left)
 
     async def _wait_connected(self, timeout_s: float) -> None:
-        if self.state == "connected":
+        if self._connected.is_set():  # cleared as soon as the socket closes
             return
         if self._terminal is not None:
             raise self._terminal
@@ -430,7 +432,7 @@ class Switchboard:
         finally:
             waiter.cancel()
             stopped.cancel()
-        if waiter in done and self.state == "connected":
+        if waiter in done and self._connected.is_set():
             return
         if self._terminal is not None:
             raise self._terminal
