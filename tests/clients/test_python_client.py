@@ -353,3 +353,17 @@ async def test_a_deleted_room_is_left(live: Live, make_token: Callable[..., str]
         assert (room.state, room.joined, alice.room(room_id)) == (None, False, None)
         again = await alice.join_room(room_id, state={"b": 2})  # a new room, versions anew
         assert (again.version, again.state) == (1, {"b": 2})
+
+
+async def test_a_channel_token_opens_a_channel(live: Live, make_token: Callable[..., str]) -> None:
+    channel = "user:#bob"
+    async with Switchboard(live.ws_url, token=make_token("alice"), **FAST) as alice:
+        with pytest.raises(SwitchboardError) as caught:
+            await alice.subscribe(channel)
+        assert caught.value.code == ErrorCode.PERMISSION_DENIED
+        sub = await alice.subscribe(channel, token=make_token("alice", channel=channel))
+        await live.publish(channel, {"for": "bob and alice"})
+        assert (await sub.get(5)).data == {"for": "bob and alice"}
+        with pytest.raises(SwitchboardError) as caught:
+            await alice.subscribe("user:#dave", token=make_token("alice", channel="user:#carol"))
+        assert caught.value.code == ErrorCode.PERMISSION_DENIED

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { ErrorCode, SwitchboardError } from '../src/index.js';
-import { URL, client, next, publishViaApi, rejection, unique, waitFor } from './helpers.js';
+import { URL, client, next, publishViaApi, rejection, token, unique, waitFor } from './helpers.js';
 
 test('a publication reaches a subscriber once, with its offset, in order', async (t) => {
   const alice = client(t, 'alice');
@@ -166,4 +166,18 @@ test('the WebSocket used: the global one where there is one, else the ws package
     assert.equal(globalThis.WebSocket, undefined);
     assert.ok(alice._ws instanceof NodeWebSocket);
   }
+});
+
+test('a channel token opens a channel the user could not subscribe to', async (t) => {
+  const alice = client(t, 'alice');
+  const channel = 'user:#bob';
+  assert.equal((await rejection(alice.subscribe(channel))).code, ErrorCode.PERMISSION_DENIED);
+  const received = [];
+  const grant = token('alice', { channel });
+  await alice.subscribe(channel, { onPublication: (p) => received.push(p.data) }, { token: grant });
+  await publishViaApi(channel, { for: 'bob and alice' });
+  await waitFor(() => received.length === 1, 'the publication');
+  const forged = token('alice', { channel: 'user:#carol' });
+  const err = await rejection(alice.subscribe('user:#dave', {}, { token: forged }));
+  assert.equal(err.code, ErrorCode.PERMISSION_DENIED);
 });
