@@ -18,6 +18,9 @@ in one Redis Cluster slot:
 | `sb:rpc`                      | stream   | client rpc calls for the handlers service           |
 | `sb:rpc:reply:<node>`         | pub/sub  | answers to one gateway's rpc calls                  |
 | `sb:say`                      | pub/sub  | `say(event, obj)` between handlers instances        |
+| `sb:zeph:{<room>}`            | pub/sub  | frames for every `/zeph` socket in a room           |
+| `sb:zeph:{<room>}:members`    | hash     | `/zeph` connection id -> JSON {username, uid}       |
+| `sb:zeph:{<room>}:exp`        | zset     | `/zeph` connection id -> deadline (ms)              |
 | `sb:rooms:cmd`                | stream   | room commands from gateways (consumer group `rooms`)|
 | `sb:rooms`                    | zset     | room id -> when the reaper should look at it (ms)   |
 | `sb:room:{<id>}`              | hash     | `state` (JSON), `version`, `updated` (ms)           |
@@ -88,6 +91,9 @@ class Keys:
 
     def reply(self, node: str) -> str:
         return f"{self.prefix}:reply:{node}"
+
+    def zeph_room(self, room: str) -> str:
+        return f"{self.prefix}:zeph:{{{room}}}"
 
     def rpc_reply(self, node: str) -> str:
         return f"{self.prefix}:rpc:reply:{node}"

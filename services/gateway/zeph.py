@@ -51,10 +51,6 @@ MEMBER_TTL_S: Final = 30.0
 RENEW_S: Final = 10.0
 
 
-def room_key(prefix: str, room: str) -> str:
-    return f"{prefix}:zeph:{{{room}}}"
-
-
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
@@ -108,11 +104,11 @@ class ZephRooms:
 
     def __init__(self, node: GatewayNode) -> None:
         self.node = node
-        self.prefix = node.keys.prefix
+        self.keys = node.keys
         self.local: dict[str, set[ZephSocket]] = {}
 
     def _channel(self, room: str) -> bytes:
-        return room_key(self.prefix, room).encode()
+        return self.keys.zeph_room(room).encode()
 
     def _deliver(self, room: str, data: bytes) -> None:
         frame = data.decode()
@@ -120,7 +116,7 @@ class ZephRooms:
             sock.send(frame)
 
     async def join(self, sock: ZephSocket, room: str) -> None:
-        node, key = self.node, room_key(self.prefix, room)
+        node, key = self.node, self.keys.zeph_room(room)
         members = self.local.setdefault(room, set())
         if not members:
             channel = self._channel(room)
@@ -149,7 +145,7 @@ class ZephRooms:
             channel = self._channel(room)
             self.node.listeners.pop(channel, None)
             self.node.subscriber.unsubscribe(channel)
-        key = room_key(self.prefix, room)
+        key = self.keys.zeph_room(room)
         async with self.node.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(f"{key}:members", sock.id)
             pipe.zrem(f"{key}:exp", sock.id)
@@ -157,7 +153,7 @@ class ZephRooms:
         await self._announce(room, "leave", sock.username, " left the chat room.")
 
     async def _announce(self, room: str, kind: str, username: str, text: str) -> None:
-        redis, key = self.node.redis, room_key(self.prefix, room)
+        redis, key = self.node.redis, self.keys.zeph_room(room)
         gone = await redis.zrangebyscore(f"{key}:exp", "-inf", int(time.time() * 1000))
         async with redis.pipeline(transaction=True) as pipe:
             if gone:
@@ -182,7 +178,7 @@ class ZephRooms:
                     for room, members in self.local.items():
                         deadline = _deadline()
                         pipe.zadd(
-                            f"{room_key(self.prefix, room)}:exp",
+                            f"{self.keys.zeph_room(room)}:exp",
                             {sock.id: deadline for sock in members},
                             xx=True,
                         )

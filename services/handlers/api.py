@@ -1,10 +1,12 @@
-"""The public API for handler and task code: `requires`, `say`, `subscribe`, `unsubscribe`.
+"""The public API for handler and task code: `requires`, `say`, `subscribe`, `unsubscribe`,
+`send_to_room`.
 
 Task files import it (`from services.handlers.api import requires, say`). It imports nothing
 from aiohttp or Redis: the running service installs the `Cluster` that `say` and `subscribe`
 reach, and a worker process of `HANDLERS_ISOLATION=process` installs its own.
 """
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -76,6 +78,7 @@ class Cluster(Protocol):
     """What the running service provides behind `say`, `subscribe` and `unsubscribe`."""
 
     def say(self, event: str, obj: Any) -> None: ...
+    def send_to_room(self, room: str, frame: str) -> None: ...
     def subscribe(self, event: str, fn: Callable[[Any], Any]) -> None: ...
     def unsubscribe(self, event: str, fn: Callable[[Any], Any] | None = None) -> None: ...
 
@@ -101,6 +104,13 @@ def say(event: str, obj: Any) -> None:
     Fire and forget, like Zephserver's `say`: it returns at once and never raises for a peer.
     """
     _current().say(event, obj)
+
+
+def send_to_room(room: str, task: str, data: Any) -> None:
+    """Send `{"task", "data"}` to every Zephclient socket joined to `room`, on every gateway
+    (Zephserver's `say` with a `room`). Fire and forget; `data` must be JSON-serialisable."""
+    frame = json.dumps({"task": task, "data": data}, separators=(",", ":"), ensure_ascii=False)
+    _current().send_to_room(room, frame)
 
 
 def subscribe(event: str, fn: Callable[[Any], Any]) -> None:

@@ -40,7 +40,7 @@ from .keys import (
 from .ledger import Ledger
 from .metrics import HandlersMetrics
 from .procpool import ProcessPool
-from .procworker import WorkerInit
+from .procworker import ROOM_MARK, WorkerInit
 from .registry import Registry
 from .reload import Reloader
 from .routes import routes
@@ -82,7 +82,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, metrics, redis = app[settings_key], app[metrics_key], app[redis_key]
     keys = Keys(settings.redis.key_prefix)
     threads = ThreadPoolExecutor(settings.threads, thread_name_prefix="handler")
-    cluster = Cluster(redis, settings.redis.url, keys.say, settings.consumer, threads)
+    cluster = Cluster(redis, settings.redis.url, keys, settings.consumer, threads)
     cluster.bind(asyncio.get_running_loop())
     app[cluster_key] = cluster
     api.install(cluster)
@@ -102,7 +102,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.isolation is Isolation.PROCESS:
         pool = ProcessPool(
             settings.processes,
-            WorkerInit(settings.redis.url, keys.say, settings.consumer),
+            WorkerInit(settings.redis.url, keys.say, keys.zeph_room(ROOM_MARK), settings.consumer),
             on_replace=lambda reason: metrics.workers_replaced.inc(),
         )
         pool.start()

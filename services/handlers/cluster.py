@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.common.pubsub import Subscriber
+from services.common.redis import Keys
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,17 @@ class Cluster:
         self,
         redis: Redis,
         redis_url: str,
-        channel: str,
+        keys: Keys,
         instance: str,
         threads: ThreadPoolExecutor,
     ) -> None:
         self._redis = redis
-        self._channel = channel
+        self._keys = keys
+        self._channel = channel = keys.say
         self.instance = instance
         self._threads = threads
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (channel, body)
         self._listeners: dict[str, list[Listener]] = {}
         self._lock = threading.Lock()
         self._running: set[asyncio.Future[Any]] = set()
@@ -58,6 +60,12 @@ class Cluster:
             separators=(",", ":"),
             ensure_ascii=False,
         )
+        self._queue(self._channel, body)
+
+    def send_to_room(self, room: str, frame: str) -> None:
+        self._queue(self._keys.zeph_room(room), frame)
+
+    def _queue(self, channel: str, body: str) -> None:
         loop = self._loop
         if loop is None:
             raise RuntimeError("the handlers service is not running")
@@ -66,9 +74,9 @@ class Cluster:
         except RuntimeError:
             running = None
         if running is loop:
-            self._outbox.put_nowait(body)
+            self._outbox.put_nowait((channel, body))
         else:
-            loop.call_soon_threadsafe(self._outbox.put_nowait, body)
+            loop.call_soon_threadsafe(self._outbox.put_nowait, (channel, body))
 
     def subscribe(self, event: str, fn: Listener) -> None:
         with self._lock:
@@ -99,10 +107,10 @@ class Cluster:
             return {event: len(fns) for event, fns in self._listeners.items()}
 
     async def pump(self) -> None:
-        """Publish what `say` queued, in order (runs under `supervised`)."""
+        """Publish what `say` and `send_to_room` queued, in order (runs under `supervised`)."""
         while True:
-            body = await self._outbox.get()
-            await self._redis.publish(self._channel, body)
+            channel, body = await self._outbox.get()
+            await self._redis.publish(channel, body)
 
     def _on_message(self, channel: bytes, raw: bytes) -> None:
         try:

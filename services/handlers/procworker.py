@@ -20,11 +20,14 @@ from . import api
 from .loader import forget, load_handlers
 from .registry import Registry
 
+ROOM_MARK = "\x00"  # no room id holds it (ids are printable)
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerInit:
     redis_url: str
     say_channel: str
+    room_channel: str  # a room's channel with ROOM_MARK where the room id goes
     instance: str
 
 
@@ -52,11 +55,17 @@ class _WorkerCluster:
 
     def say(self, event: str, obj: Any) -> None:
         body = json.dumps({"event": event, "source": self._init.instance, "data": obj})
+        self._publish(self._init.say_channel, body)
+
+    def send_to_room(self, room: str, frame: str) -> None:
+        self._publish(self._init.room_channel.replace(ROOM_MARK, room), frame)
+
+    def _publish(self, channel: str, body: str) -> None:
         if self._client is None:
             import redis
 
             self._client = redis.Redis.from_url(self._init.redis_url)
-        self._client.publish(self._init.say_channel, body)
+        self._client.publish(channel, body)
 
     def subscribe(self, event: str, fn: Callable[[Any], Any]) -> None:
         raise RuntimeError("subscribe is not available in an isolation worker; use a task")

@@ -165,3 +165,44 @@ async def test_a_zephclient_session_runs_tasks_in_the_handlers_service(
         await zeph.ws.close()
     finally:
         stop_services([handlers])
+
+
+async def test_a_task_sends_to_everyone_in_the_room_on_every_gateway(
+    start_gateway, make_token, redis_server, tmp_path
+):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "task_TaskChat.py").write_text(
+        "from services.handlers.api import send_to_room\n\n"
+        "def run(request):\n"
+        "    send_to_room(request.room, 'TaskChat', {'from': request.user, 'text': request.data})\n"
+        "    return 'sent'\n"
+    )
+    port = free_port()
+    env = clean_env()
+    env.update(
+        gateway_env(
+            redis_server.url,
+            HANDLERS_PORT=str(port),
+            HANDLERS_HOST="127.0.0.1",
+            TASKS_FOLDER=str(tasks),
+            EVENT_HANDLERS_FOLDER=str(tmp_path / "none"),
+        )
+    )
+    handlers = await launch_service("services.handlers", env, port)
+    try:
+        one, two = await start_gateway(), await start_gateway()
+        alice = await open_zeph(one, make_token("alice"))
+        bob = await open_zeph(two, make_token("bob"))
+        carol = await open_zeph(two, make_token("carol"))
+        for zeph, room in ((alice, "chat"), (bob, "chat"), (carol, "elsewhere")):
+            await zeph.join(room)
+            await zeph.until(msgtype="user_list")
+        await alice.send("TaskChat", "hello")
+        said = {"task": "TaskChat", "data": {"from": "alice", "text": "hello"}}
+        assert await alice.until(task="TaskChat") in (said, {"task": "TaskChat", "data": "sent"})
+        assert await bob.until(task="TaskChat") == said
+        for zeph in (alice, bob, carol):
+            await zeph.ws.close()
+    finally:
+        stop_services([handlers])
