@@ -1,7 +1,7 @@
 """The JavaScript client (clients/js), driven by Node's test runner against the live stack.
 
-Node's tests reach the gateway the clients use, the server API of a second gateway, and a small
-control endpoint served here that kills and restarts the clients' gateway on demand.
+Node's tests reach the gateway process the clients use, the server API of the in-process one,
+and a small control endpoint served here that kills and restarts the gateway process on demand.
 """
 
 import asyncio
@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -21,10 +22,14 @@ from tests.helpers import free_port
 JS = REPO / "clients" / "js"
 
 
-def node_or_skip() -> str:
+def node_binary() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not on PATH (`make test` installs it)")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
+    major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
+    if (major, minor) < (20, 10):  # --test-concurrency, --experimental-websocket
+        pytest.fail(f"the JavaScript client's tests need Node 20.10 or newer, not {version}")
     if not (JS / "node_modules" / "ws").is_dir():
         pytest.fail("clients/js/node_modules is missing: run `npm ci` in clients/js")
     return node
@@ -90,7 +95,7 @@ async def run_node(
 
 @pytest.mark.parametrize("stack", [{"handlers": True}], indirect=True, ids=["handlers"])
 async def test_js_client_suite(stack: Stack) -> None:
-    node = node_or_skip()
+    node = node_binary()
     runner = await control_server(stack)
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -134,8 +134,14 @@ class Switchboard:
 
     def on(self, event: str, callback: Listener) -> Callable[[], None]:
         """Call `callback(*args)` on `event`; returns a function that removes it."""
-        self._listeners.setdefault(event, []).append(callback)
-        return lambda: self._listeners.get(event, []).remove(callback)
+        listeners = self._listeners.setdefault(event, [])
+        listeners.append(callback)
+
+        def remove() -> None:
+            if callback in listeners:
+                listeners.remove(callback)
+
+        return remove
 
     def _emit(self, event: str, *args: Any) -> None:
         for callback in list(self._listeners.get(event, [])):
