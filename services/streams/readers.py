@@ -30,6 +30,7 @@ HUB_COUNT = 500  # entries per stream per XREAD of the hub
 MAX_BUFFER_BYTES = 8 * 1024 * 1024
 WAKE_TTL_S = 3600
 PACK_CACHE = 64  # batches packed for the readers of a stream, newest kept
+PACK_CACHE_BYTES = 32 * 1024 * 1024
 
 Item = tuple[str, str, bytes]  # stream id, entry id, data
 
@@ -211,16 +212,25 @@ class ReadHub:
         self._changed = asyncio.Event()
         self._wake_key = store.keys.wake(secrets.token_hex(8))
         self._packed: OrderedDict[tuple[tuple[str, str], ...], tuple[bytes, bytes]] = OrderedDict()
+        self._packed_bytes = 0
         self._wake_cursor = "0-0"
 
     def frames(self, items: list[Item]) -> tuple[bytes, bytes]:
-        """A batch's wire frames, remembered: readers in step send the very same batch."""
+        """A batch's wire frames, remembered: readers in step send the very same batch.
+
+        The memory is bounded by PACK_CACHE batches and PACK_CACHE_BYTES in all.
+        """
         key = tuple((s, i) for s, i, _ in items)
         found = self._packed.get(key)
         if found is None:
-            found = self._packed[key] = pair_frames(*pack(items))
-            if len(self._packed) > PACK_CACHE:
-                self._packed.popitem(last=False)
+            found = pair_frames(*pack(items))
+            size = len(found[0]) + len(found[1])
+            if size <= PACK_CACHE_BYTES // 4:
+                self._packed[key] = found
+                self._packed_bytes += size
+                while len(self._packed) > PACK_CACHE or self._packed_bytes > PACK_CACHE_BYTES:
+                    _, old = self._packed.popitem(last=False)
+                    self._packed_bytes -= len(old[0]) + len(old[1])
         return found
 
     def cursor(self, stream: str) -> EntryId:

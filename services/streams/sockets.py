@@ -17,21 +17,49 @@ from .metrics import StreamsMetrics
 log = logging.getLogger(__name__)
 
 
+SEND_HIGH_WATER = 1024 * 1024
+CLOSE_GRACE_S = 5.0
+CLOSE_POLL_S = 0.01
+DRAIN_POLL_S = 0.005
+
+
 class OpenSockets:
     """The app's open push and pull sockets (weakly held), for closing them on shutdown."""
 
     def __init__(self) -> None:
-        self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._sockets: weakref.WeakKeyDictionary[web.WebSocketResponse, web.Request] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    def add(self, ws: web.WebSocketResponse) -> None:
-        self._sockets.add(ws)
+    def add(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self._sockets[ws] = request
 
-    def all(self) -> list[web.WebSocketResponse]:
-        return list(self._sockets)
+    async def close_all(self, grace_s: float = CLOSE_GRACE_S) -> None:
+        """Send every socket a 1012 close frame and let its handler see the client's answer.
 
+        aiohttp's `ws.close()` from another task closes the connection as soon as the
+        handler's pending read returns, while the client's last message may still be unread:
+        the kernel then resets the connection and the client never reads the 1012. So the
+        frame is written here, the handlers go on reading (a batch already sent is stored and
+        acked) until the client's close frame ends them, and only sockets still open after
+        `grace_s` are closed by aiohttp.
+        """
+        reason = b"service restarting"
+        payload = struct.pack("!H", StreamClose.SERVICE_RESTART) + reason
+        frame = _frame_head(0x8, len(payload)) + payload
+        sockets = list(self._sockets.items())
+        for ws, request in sockets:
+            transport = request.transport
+            if not ws.closed and transport is not None and not transport.is_closing():
+                transport.write(frame)
+        for _ in range(int(grace_s / CLOSE_POLL_S)):
+            if all(ws.closed for ws, _ in sockets):
+                break
+            await asyncio.sleep(CLOSE_POLL_S)
+        for ws, _ in sockets:
+            if not ws.closed:
+                await ws.close(code=StreamClose.SERVICE_RESTART, message=reason)
 
-SEND_HIGH_WATER = 1024 * 1024
-DRAIN_POLL_S = 0.005
 
 sockets_key = web.AppKey("sockets", OpenSockets)
 metrics_key = web.AppKey("streams_metrics", StreamsMetrics)
@@ -45,8 +73,7 @@ def setup(app: web.Application) -> None:
 
 async def _close_all(app: web.Application) -> None:
     """Tell every socket the service is restarting (1012): clients reconnect and resume."""
-    for ws in app[sockets_key].all():
-        await ws.close(code=StreamClose.SERVICE_RESTART, message=b"service restarting")
+    await app[sockets_key].close_all()
 
 
 async def open_socket(request: web.Request) -> web.WebSocketResponse:
@@ -56,7 +83,7 @@ async def open_socket(request: web.Request) -> web.WebSocketResponse:
         max_msg_size=request.app[settings_key].max_message_bytes, heartbeat=30.0, compress=False
     )
     await ws.prepare(request)
-    request.app[sockets_key].add(ws)
+    request.app[sockets_key].add(ws, request)
     return ws
 
 

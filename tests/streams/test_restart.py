@@ -66,7 +66,8 @@ async def test_restart_while_pushing_keeps_every_acked_entry(
             if how == "term":
                 service.proc.send_signal(signal.SIGTERM)
                 # A graceful stop tells the producer to come back (1012) after its last ack.
-                await wait_until(lambda: 1012 in closes, timeout_s=10, what="close 1012")
+                await wait_until(lambda: bool(closes), timeout_s=10, what="the producer closed")
+                assert closes[0] == 1012, closes
             else:
                 service.kill()
             await asyncio.to_thread(service.proc.wait, 15)
