@@ -46,7 +46,7 @@ async def test_readme_start_offsets_keep_the_last_entry(streams: Streams, redis:
 async def test_plain_offsets_for_the_path_stream(
     streams: Streams, redis: Redis, offsets: list[int], expected: list[bytes]
 ) -> None:
-    url = streams.ws_url("/data/cam/push?batch=1&ack=1")
+    url = streams.ws_url("/data/cam/push?batch=1&ack=1&parse_meta=false")
     async with streams.client.session.ws_connect(url, headers=streams.auth()) as ws:
         await _push(ws, offsets, b"abcdef")
     assert [d for _, d in await stored(redis, "cam")] == expected
