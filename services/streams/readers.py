@@ -7,6 +7,10 @@ the buffer is full it stops taking entries from the hub ("behind") and, once its
 drained the buffer, reads on from Redis after its own last id until it has caught up with the
 hub, then takes live entries again. Memory per reader is bounded; nothing is skipped or sent
 twice, because ids are compared as (ms, seq) against the reader's position per stream.
+
+A live reader whose task is parked waiting for entries is written to by the hub itself, right
+after the read (`Reader.flush`): fanning a new entry out to a hundred sockets is then one loop
+of writes with one packed batch, not a hundred task wake-ups that each pack it again.
 """
 
 import asyncio
@@ -232,6 +236,14 @@ class ReadHub:
                     _, old = self._packed.popitem(last=False)
                     self._packed_bytes -= len(old[0]) + len(old[1])
         return found
+
+    def streams(self) -> list[str]:
+        """The streams the read loop reads (those with readers)."""
+        return list(self._feeds)
+
+    def readers_of(self, stream: str) -> list["Reader"]:
+        feed = self._feeds.get(stream)
+        return list(feed.readers) if feed is not None else []
 
     def cursor(self, stream: str) -> EntryId:
         feed = self._feeds.get(stream)

@@ -58,7 +58,7 @@ async def test_absolute_id_resumes_after_it_and_dollar_waits_for_new(
         assert await recv_batch(ws) == [("cam", ids[1], b"b"), ("cam", ids[2], b"c")]
     url = pull_url(streams, "cam", count="10")  # last_entry_id=$ by default
     async with streams.client.session.ws_connect(url, headers=streams.auth()) as ws:
-        await wait_until(lambda: "cam" in streams.app[hub_key]._feeds, what="reader joined")
+        await wait_until(lambda: streams.app[hub_key].readers_of("cam"), what="reader joined")
         new = await add(redis, "cam", b"d")
         assert await recv_batch(ws) == [("cam", new[0], b"d")]
 
@@ -68,7 +68,7 @@ async def test_blocking_pull_is_woken_by_a_push(streams: Streams, redis: Redis) 
     url = pull_url(streams, "cam", last_entry_id="$")
     session = streams.client.session
     async with session.ws_connect(url, headers=streams.auth()) as reader:
-        await wait_until(lambda: "cam" in streams.app[hub_key]._feeds, what="reader joined")
+        await wait_until(lambda: streams.app[hub_key].readers_of("cam"), what="reader joined")
         push = streams.ws_url("/data/cam/push?ack=true")
         async with session.ws_connect(push, headers=streams.auth()) as writer:
             await writer.send_bytes(b"fresh")
@@ -162,8 +162,8 @@ async def test_many_readers_share_one_read_loop_and_slow_ones_catch_up(
         headers=streams.auth(),
     )
     hub = streams.app[hub_key]
-    await wait_until(lambda: len(hub._feeds.get("cam", set()).readers) == 6, what="6 readers")  # type: ignore[union-attr]
-    assert len(hub._feeds) == 1
+    await wait_until(lambda: len(hub.readers_of("cam")) == 6, what="6 readers")
+    assert hub.streams() == ["cam"]  # one read loop, one stream in it
     sent = await add(redis, "cam", *[b"%d" % i for i in range(40)])
     for ws in fast:
         got: list[str] = []
@@ -172,7 +172,7 @@ async def test_many_readers_share_one_read_loop_and_slow_ones_catch_up(
         assert got == sent
         await ws.close()
     # The slow reader's buffer holds at most 4 entries; it reads the rest from Redis.
-    slow_reader = next(iter(hub._feeds["cam"].readers))
+    (slow_reader,) = hub.readers_of("cam")
     assert slow_reader.buffered <= 4
     async with session.get(streams.url("/metrics")) as r:
         text = await r.text()
@@ -224,7 +224,7 @@ async def test_a_stream_deleted_under_its_readers_does_not_spin_them(
     await add(redis, "cam", b"a", b"b")
     session, auth = streams.client.session, streams.auth()
     first = await session.ws_connect(pull_url(streams, "cam", latest="false"), headers=auth)
-    await wait_until(lambda: "cam" in streams.app[hub_key]._feeds, what="first reader")
+    await wait_until(lambda: streams.app[hub_key].readers_of("cam"), what="first reader")
     async with streams.client.delete("/streams/cam", headers=auth) as r:
         assert r.status == 200
     async with streams.client.put("/streams/cam", json={}, headers=auth) as r:
@@ -233,7 +233,7 @@ async def test_a_stream_deleted_under_its_readers_does_not_spin_them(
     second = await session.ws_connect(
         pull_url(streams, "cam", last_entry_id="0", latest="false"), headers=auth
     )
-    await wait_until(lambda: len(streams.app[hub_key]._feeds["cam"].readers) == 2, what="2nd")
+    await wait_until(lambda: len(streams.app[hub_key].readers_of("cam")) == 2, what="2nd")
     before = (await redis.info("commandstats")).get("cmdstat_xread", {}).get("calls", 0)
     await asyncio.sleep(0.3)
     after = (await redis.info("commandstats")).get("cmdstat_xread", {}).get("calls", 0)

@@ -132,7 +132,7 @@ async def test_mjpeg_is_read_by_an_http_client(streams: Streams, redis: Redis) -
             assert isinstance(first, aiohttp.BodyPartReader)
             assert first.headers["Content-Type"] == "image/jpeg"
             assert await first.read() == JPEG
-            await wait_until(lambda: "main" in streams.app[hub_key]._feeds, what="viewer")
+            await wait_until(lambda: streams.app[hub_key].readers_of("main"), what="viewer")
             await redis.xadd(PREFIX + "main", {"d": b"not a jpeg"})
             second_frame = JPEG.replace(b"fake", b"next")
             await redis.xadd(PREFIX + "main", {"d": second_frame})
@@ -143,7 +143,7 @@ async def test_mjpeg_is_read_by_an_http_client(streams: Streams, redis: Redis) -
             assert r.status == 401
         async with session.get(streams.url("/mjpeg/none"), params={"token": streams.token}) as r:
             assert r.status == 404
-    await wait_until(lambda: "main" not in streams.app[hub_key]._feeds, what="viewer gone")
+    await wait_until(lambda: streams.app[hub_key].readers_of("main") == [], what="viewer gone")
 
 
 async def test_metrics_count_traffic_per_stream(streams: Streams, redis: Redis) -> None:
