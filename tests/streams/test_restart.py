@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import websockets
 from redis.asyncio import Redis
 
 from tests.conftest import ServiceProcess
@@ -80,3 +81,22 @@ async def test_restart_while_pushing_keeps_every_acked_entry(
     assert len(acked) >= 180
     missing = {i: d for i, d in acked.items() if in_redis.get(i) != d}
     assert missing == {}
+
+
+async def test_two_processes_share_streams_through_redis(
+    streams_process: Callable[..., Any], redis: Redis, make_token: Callable[..., str]
+) -> None:
+    """A reader on one process gets what a producer pushes through another."""
+    first: ServiceProcess = await streams_process()
+    second: ServiceProcess = await streams_process()
+    headers = {"Authorization": f"Bearer {make_token('alice')}"}
+    before = (await redis.xadd("sb:data:cam", {"d": b"before"})).decode()
+    pull = f"ws://127.0.0.1:{second.port}/data/cam/pull?last_entry_id={before}&count=10"
+    push = f"ws://127.0.0.1:{first.port}/data/cam/push?ack=true"
+    async with websockets.connect(pull, additional_headers=headers) as reader:
+        async with websockets.connect(push, additional_headers=headers) as producer:
+            await producer.send(b"across")
+            entry_id = await producer.recv()
+        header = json.loads(await asyncio.wait_for(reader.recv(), 5))
+        assert header == [["cam", entry_id, 0]]
+        assert await asyncio.wait_for(reader.recv(), 5) == b"across"
