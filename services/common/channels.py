@@ -65,6 +65,10 @@ DEFAULT_NAMESPACES: dict[str, Namespace] = {
     "zou": Namespace(name="zou", presence=False),
     # Room pushes (`room:<id>`): the gateway subscribes a socket after its `room.join`.
     "room": Namespace(name="room", subscribe=("internal",), history_size=0, presence=False),
+    # A data stream's arrivals (`streams:<id>`, STREAMS_ANNOUNCE): entry ids, not the data.
+    "streams": Namespace(
+        name="streams", subscribe=("claim", "token"), history_size=0, presence=False
+    ),
 }
 
 

@@ -198,6 +198,11 @@ class CloseCode(IntEnum):
     TOKEN_REVOKED = 4502  # the token's jti was revoked
     FORBIDDEN = 4503
     DISCONNECTED = 4504  # an operator disconnected this user through the server API
+    # Data streams (services/streams): bad input that the same request would repeat.
+    UNKNOWN_STREAM = 4505  # pull of a stream that does not exist
+    ID_NOT_ABOVE_TOP = 4506  # an explicit entry id not above the stream's top
+    ENTRY_TOO_LARGE = 4507  # an entry over the stream's maximum entry size
+    OFFSETS_OUT_OF_RANGE = 4508  # push offsets decreasing, past the data, or not ending at it
 
     @property
     def reconnect(self) -> bool:

@@ -56,6 +56,7 @@ KNOWN_SERVICES: Final = ("gateway", "rooms", "streams", "handlers")
 LOCK_FILE: Final = "supervisor.lock"
 SOCKET_FILE: Final = "control.sock"
 SECRET_FILE: Final = "secret.key"
+USERS_FILE: Final = "streams-users"  # who may log in to the streams service (`switchboard users`)
 MAX_SOCKET_PATH_BYTES: Final = 107  # sun_path is 108 bytes including the NUL
 _MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -402,6 +403,7 @@ def child_env(settings: SupervisorSettings, environ: Mapping[str, str]) -> dict[
     env.setdefault("PYTHONUNBUFFERED", "1")  # children's logs interleave in real time
     if not env.get("SECRET_KEY"):
         env["SECRET_KEY"] = load_or_create_secret(settings.state_dir / SECRET_FILE)
+    env.setdefault("STREAMS_USERS_FILE", str(settings.state_dir / USERS_FILE))
     JwtSettings.from_env(Env(env))
     return env
 

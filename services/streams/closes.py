@@ -1,5 +1,8 @@
 """What a push or pull socket is told before it is closed for bad input.
 
+The codes are the common ones (services/common/errors.py `CloseCode`): 45xx means "do not
+reconnect with the same request", as everywhere in Switchboard.
+
 Every refusal is one text frame `{"error": {"code": <ErrorCode>, "message": "...", "close":
 <close code>}}` and then the close frame; PTG closed such sockets without a word (or silently
 dropped the last entry). Entries acknowledged before the bad message stay stored.
@@ -10,30 +13,30 @@ dropped the last entry). Entries acknowledged before the bad message stay stored
 | 1009  | -         | a message over `STREAMS_MAX_MESSAGE_BYTES` (aiohttp's reader)          |
 | 1011  | 100 / 108 | server error / Redis unavailable: reconnect and resume                |
 | 1012  | -         | the service is shutting down: reconnect and resume                    |
-| 4400  | 107       | malformed header: not JSON, wrong shape, text where binary is due     |
-| 4403  | 103       | the token may not write (push) or read (pull) a stream named in a header |
-| 4404  | 102       | pull of a stream that does not exist                                  |
-| 4409  | 107       | an explicit entry id not above the stream's top (or not increasing)   |
-| 4413  | 106       | an entry over the stream's maximum entry size                         |
-| 4416  | 107       | offsets out of range: decreasing, past the data, or not ending at it  |
+| 4501  | 107       | malformed header: not JSON, wrong shape, text where binary is due     |
+| 4503  | 103       | the token may not write (push) or read (pull) a stream named in a header |
+| 4505  | 102       | pull of a stream that does not exist                                  |
+| 4506  | 107       | an explicit entry id not above the stream's top (or not increasing)   |
+| 4507  | 106       | an entry over the stream's maximum entry size                         |
+| 4508  | 107       | offsets out of range: decreasing, past the data, or not ending at it  |
 """
 
 from enum import IntEnum
 from typing import ClassVar
 
-from services.common.errors import ErrorCode, ServiceError
+from services.common.errors import CloseCode, ErrorCode, ServiceError
 
 
 class StreamClose(IntEnum):
-    NORMAL = 1000
-    INTERNAL_ERROR = 1011
-    SERVICE_RESTART = 1012
-    BAD_HEADER = 4400
-    FORBIDDEN = 4403
-    UNKNOWN_STREAM = 4404
-    ID_NOT_ABOVE_TOP = 4409
-    ENTRY_TOO_LARGE = 4413
-    OFFSETS_OUT_OF_RANGE = 4416
+    NORMAL = CloseCode.NORMAL
+    INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
+    SERVICE_RESTART = CloseCode.SERVICE_RESTART
+    BAD_HEADER = CloseCode.BAD_FRAME
+    FORBIDDEN = CloseCode.FORBIDDEN
+    UNKNOWN_STREAM = CloseCode.UNKNOWN_STREAM
+    ID_NOT_ABOVE_TOP = CloseCode.ID_NOT_ABOVE_TOP
+    ENTRY_TOO_LARGE = CloseCode.ENTRY_TOO_LARGE
+    OFFSETS_OUT_OF_RANGE = CloseCode.OFFSETS_OUT_OF_RANGE
 
 
 class StreamError(ServiceError):

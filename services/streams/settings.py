@@ -74,7 +74,7 @@ class StreamsSettings:
             port=env.get("STREAMS_PORT", parse_port, 7890),
             redis=RedisSettings.from_env(env),
             jwt=JwtSettings.from_env(env),
-            frames=FramesSettings.from_env(env),
+            frames=FramesSettings.from_env(env, environ),
             shutdown_timeout_s=env.get("STREAMS_SHUTDOWN_TIMEOUT_S", positive(float), 10.0),
             log_level=env.get("LOG_LEVEL", str, "INFO"),
             log_json=env.get("LOG_JSON", parse_bool, True),

@@ -191,12 +191,12 @@ async def test_unknown_stream_and_bad_parameters_are_refused(
     await add(redis, "cam", b"a")
     session = streams.client.session
     cases = [
-        (pull_url(streams, "cam+nothing"), 102, 4404),
-        (pull_url(streams, "cam", count="0"), 107, 4400),
-        (pull_url(streams, "cam", count="x"), 107, 4400),
-        (pull_url(streams, "cam", last_entry_id="yesterday"), 107, 4400),
-        (pull_url(streams, "cam", latest="maybe"), 107, 4400),
-        (pull_url(streams, "*"), 107, 4400),
+        (pull_url(streams, "cam+nothing"), 102, 4505),
+        (pull_url(streams, "cam", count="0"), 107, 4501),
+        (pull_url(streams, "cam", count="x"), 107, 4501),
+        (pull_url(streams, "cam", last_entry_id="yesterday"), 107, 4501),
+        (pull_url(streams, "cam", latest="maybe"), 107, 4501),
+        (pull_url(streams, "*"), 107, 4501),
     ]
     for url, code, close in cases:
         async with session.ws_connect(url, headers=streams.auth()) as ws:
@@ -211,7 +211,7 @@ async def test_read_permission_from_token_claims(
     token = make_token("bob", streams={"read": ["cam"], "write": []})
     url = pull_url(streams, "cam+imu", last_entry_id="0")
     async with streams.client.session.ws_connect(url, headers=streams.auth(token)) as ws:
-        message = await expect_refusal(ws, 103, 4403)
+        message = await expect_refusal(ws, 103, 4503)
         assert "imu" in message
     url = pull_url(streams, "cam", last_entry_id="0", token=token)
     async with streams.client.session.ws_connect(url) as ws:

@@ -32,18 +32,18 @@ async def _acked_then(streams: Streams, redis: Redis, path: str, frames: list[An
 @pytest.mark.parametrize(
     ("frames", "code", "close"),
     [
-        (["not json", b"x"], 107, 4400),
-        (['{"a": 1}', b"x"], 107, 4400),  # not a list
-        (['[["cam"]]', b"x"], 107, 4400),  # item without offset
-        (['[["cam", "1"]]', b"x"], 107, 4400),  # offset not an integer
-        (['[["elsewhere", 1]]', b"x"], 107, 4400),  # stream not in the path
-        (['[["cam", 1]]', '[["cam", 1]]'], 107, 4400),  # two headers in a row
-        ([b"no header"], 107, 4400),
-        (['[["cam", 3], ["cam", 2]]', b"abc"], 107, 4416),  # decreasing
-        (['[["cam", 9]]', b"abc"], 107, 4416),  # past the data
-        (['[["cam", 2]]', b"abc"], 107, 4416),  # end offsets not ending at the data's end
-        (['[["cam", "1-1", 1]]', b"a"], 107, 4409),  # not above the top
-        (['[["cam", "x-y", 1]]', b"a"], 107, 4400),  # not an id
+        (["not json", b"x"], 107, 4501),
+        (['{"a": 1}', b"x"], 107, 4501),  # not a list
+        (['[["cam"]]', b"x"], 107, 4501),  # item without offset
+        (['[["cam", "1"]]', b"x"], 107, 4501),  # offset not an integer
+        (['[["elsewhere", 1]]', b"x"], 107, 4501),  # stream not in the path
+        (['[["cam", 1]]', '[["cam", 1]]'], 107, 4501),  # two headers in a row
+        ([b"no header"], 107, 4501),
+        (['[["cam", 3], ["cam", 2]]', b"abc"], 107, 4508),  # decreasing
+        (['[["cam", 9]]', b"abc"], 107, 4508),  # past the data
+        (['[["cam", 2]]', b"abc"], 107, 4508),  # end offsets not ending at the data's end
+        (['[["cam", "1-1", 1]]', b"a"], 107, 4506),  # not above the top
+        (['[["cam", "x-y", 1]]', b"a"], 107, 4501),  # not an id
     ],
 )
 async def test_bad_batch_is_refused_and_acked_data_kept(
@@ -63,7 +63,7 @@ async def test_explicit_id_refusal_writes_nothing_of_the_batch(
         streams, redis, "cam", [json.dumps([["cam", top, 1]]), b"a", json.dumps(header), b"bc"]
     )
     assert await ws.receive_str(timeout=5) == top
-    message = await expect_refusal(ws, 107, 4409)
+    message = await expect_refusal(ws, 107, 4506)
     assert top in message
     assert await stored(redis, "cam") == [(acked, b"ok"), (top, b"a")]
 
@@ -72,7 +72,7 @@ async def test_text_on_an_unbatched_push_is_refused(streams: Streams, redis: Red
     url = streams.ws_url("/data/cam/push?ack=true")
     async with streams.client.session.ws_connect(url, headers=streams.auth()) as ws:
         await ws.send_str("[1]")
-        await expect_refusal(ws, 107, 4400)
+        await expect_refusal(ws, 107, 4501)
 
 
 async def test_star_with_plain_offsets_is_refused(streams: Streams, redis: Redis) -> None:
@@ -80,7 +80,7 @@ async def test_star_with_plain_offsets_is_refused(streams: Streams, redis: Redis
     async with streams.client.session.ws_connect(url, headers=streams.auth()) as ws:
         await ws.send_str("[1]")
         await ws.send_bytes(b"a")
-        await expect_refusal(ws, 107, 4400)
+        await expect_refusal(ws, 107, 4501)
     assert await redis.keys("sb:data:*") == []
 
 
@@ -89,7 +89,7 @@ async def test_oversized_entry_is_refused(start_streams: Callable[..., Any], red
     ws, acked = await _acked_then(
         streams, redis, "cam", [json.dumps([["cam", 50], ["cam", 151]]), bytes(151)]
     )
-    await expect_refusal(ws, 106, 4413)
+    await expect_refusal(ws, 106, 4507)
     assert await stored(redis, "cam") == [(acked, b"ok")]
     # A stream's metadata may allow more.
     async with streams.client.put(
@@ -106,7 +106,7 @@ async def test_a_refused_socket_does_not_disturb_another(streams: Streams, redis
     url = streams.ws_url("/data/cam/push?batch=true&ack=true")
     async with streams.client.session.ws_connect(url, headers=streams.auth()) as good:
         bad, _ = await _acked_then(streams, redis, "cam", ["nope", b"x"])
-        await expect_refusal(bad, 107, 4400)
+        await expect_refusal(bad, 107, 4501)
         await good.send_str("[3]")
         await good.send_bytes(b"abc")
         assert await good.receive_str(timeout=5)
@@ -120,7 +120,7 @@ async def test_write_permission_from_token_claims(
     headers = streams.auth(token)
     session = streams.client.session
     async with session.ws_connect(streams.ws_url("/data/imu/push"), headers=headers) as ws:
-        await expect_refusal(ws, 103, 4403)
+        await expect_refusal(ws, 103, 4503)
     url = streams.ws_url("/data/*/push?batch=true&ack=true")
     async with session.ws_connect(url, headers=headers) as ws:
         await ws.send_str('[["cam1", 1]]')
@@ -128,7 +128,7 @@ async def test_write_permission_from_token_claims(
         assert await ws.receive_str(timeout=5)
         await ws.send_str('[["cam1", 1], ["imu", 2]]')
         await ws.send_bytes(b"ab")
-        await expect_refusal(ws, 103, 4403)
+        await expect_refusal(ws, 103, 4503)
     assert [d for _, d in await stored(redis, "cam1")] == [b"a"]
     assert await stored(redis, "imu") == []
 
