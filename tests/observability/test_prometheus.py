@@ -77,10 +77,28 @@ def test_promtool_accepts_the_rules() -> None:
 # -- a real Prometheus over a local cluster ---------------------------------------------------
 
 
+# The handlers' code for the load: a handler that fails the first attempt of one event in five
+# (retries, never dead letters: the DLQ alert must stay quiet) and an rpc task.
+HANDLER = """
+SEEN = set()
+
+def handle_event(data):
+    if data["n"] % 5 == 0 and data["n"] not in SEEN:
+        SEEN.add(data["n"])
+        raise RuntimeError("first attempt fails")
+"""
+TASK = "def run(request):\n    return request.data\n"
+
+
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not on PATH (`make deps` installs it)")
+    handlers, tasks = tmp_path / "event_handlers", tmp_path / "tasks"
+    handlers.mkdir()
+    tasks.mkdir()
+    (handlers / "on_tick.py").write_text(HANDLER)
+    (tasks / "task_echo.py").write_text(TASK)
     settings = ClusterSettings(
         state_dir=tmp_path / "cluster",
         port=0,
@@ -93,6 +111,9 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
             "GATEWAY_SHUTDOWN_TIMEOUT_S": "3",
             "STREAMS_SHUTDOWN_TIMEOUT_S": "3",
             "HANDLERS_SHUTDOWN_TIMEOUT_S": "3",
+            "HANDLERS_BACKOFF_S": "0.1",
+            "EVENT_HANDLERS_FOLDER": str(handlers),
+            "TASKS_FOLDER": str(tasks),
         },
         grace_s=5.0,
         backoff_initial_s=0.2,
@@ -203,6 +224,8 @@ class Load:
         self.clients: list[Client] = []
         self.published = 0
         self._task: asyncio.Task[None] | None = None
+        self._streams: list[aiohttp.ClientWebSocketResponse] = []
+        self._reader: asyncio.Task[None] | None = None
 
     def token(self, sub: str, **claims: Any) -> str:
         payload = {"sub": sub, "iat": int(time.time()), "exp": int(time.time()) + 600, **claims}
@@ -230,11 +253,39 @@ class Load:
         assert await bad.closed() == 4501
         await self.publish()
         await self.clients[2].push()
+        # A data stream with a pusher (acked) and a reader, and a camera of the frames API.
+        token = self.token("camera")
+        base = self.cluster.url.replace("http", "ws", 1)
+        self.pusher = await self.http.ws_connect(f"{base}/data/cam/push?ack=true&token={token}")
+        await self.push_entry()
+        self.puller = await self.http.ws_connect(
+            f"{base}/data/cam/pull?last_entry_id=0&count=10&token={token}"
+        )
+        self._streams += [self.pusher, self.puller]
+        self._reader = asyncio.create_task(self._read_stream())
         self._task = asyncio.create_task(self._keep_busy())
+
+    async def push_entry(self) -> None:
+        await self.pusher.send_bytes(b"frame %d" % self.published)
+        ack = await self.pusher.receive()
+        assert ack.type is aiohttp.WSMsgType.TEXT and "-" in ack.data, ack
+
+    async def _read_stream(self) -> None:
+        async for _ in self.puller:
+            pass
+
+    async def upload_frame(self) -> None:
+        form = aiohttp.FormData()
+        form.add_field("label", "site-a")
+        form.add_field("key", "cam-1")
+        form.add_field("file", b"\xff\xd8jpeg\xff\xd9", filename="f.jpg")
+        headers = {"Authorization": f"Bearer {self.token('camera')}"}
+        async with self.http.post(f"{self.cluster.url}/frames", data=form, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
 
     async def publish(self) -> None:
         headers = {"Authorization": f"Bearer {self.token('backend', scope='publish')}"}
-        body = {"channel": CHANNEL, "data": {"n": self.published}}
+        body = {"channel": CHANNEL, "data": {"n": self.published}, "event": "tick"}
         async with self.http.post(
             f"{self.cluster.url}/api/publish", json=body, headers=headers
         ) as resp:
@@ -242,13 +293,17 @@ class Load:
         self.published += 1
 
     async def _keep_busy(self) -> None:
-        """A publication every 50 ms and a room update every 250 ms: rates are never zero."""
+        """A publication (an event for the handlers too) every 50 ms; a room update, a stream
+        entry, a camera frame and an rpc call every 250 ms: rates are never zero."""
         first = self.clients[0]
         tick = 0
         while True:
             await self.publish()
             if tick % 5 == 0:
                 await first.ok("room.update", room="review-1", patch={"frame": tick})
+                await self.push_entry()
+                await self.upload_frame()
+                assert await first.ok("rpc", method="echo", data=tick) == tick
             tick += 1
             await asyncio.sleep(0.05)
 
@@ -259,6 +314,10 @@ class Load:
                 await self._task
         for client in self.clients:
             await client.close()
+        for ws in self._streams:
+            await ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
 
 
 @pytest.mark.timeout(120)
