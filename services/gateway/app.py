@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from services.common.errors import CloseCode
 from services.common.metrics import install_metrics
+from services.common.openapi import add_openapi_routes
 from services.common.redis import make_client, redis_ctx
 from services.common.tasks import supervised
 from services.common.web import add_health_routes
@@ -15,6 +16,7 @@ from .commands import Commands
 from .keys import commands_key, metrics_key, node_key, redis_key, settings_key
 from .metrics import GatewayMetrics
 from .node import GatewayNode
+from .openapi import document
 from .routes import routes
 from .settings import GatewaySettings
 from .socketio_server import setup_socketio
@@ -43,6 +45,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.
     setup_socketio(app, settings)  # /socket.io/ for Kitsu and gazu
     setup_zeph(app)  # /zeph for Zephclient
     add_health_routes(app, _ready)
+    add_openapi_routes(app, document())
     return app
 
 

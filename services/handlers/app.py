@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from services.common import events, rpc
 from services.common.auth import RevocationList, TokenVerifier
 from services.common.metrics import install_metrics
+from services.common.openapi import add_openapi_routes
 from services.common.redis import Keys, make_client, redis_ctx
 from services.common.tasks import supervised
 from services.common.web import add_health_routes
@@ -39,6 +40,7 @@ from .keys import (
 )
 from .ledger import Ledger
 from .metrics import HandlersMetrics
+from .openapi import document
 from .procpool import ProcessPool
 from .procworker import ROOM_MARK, WorkerInit
 from .registry import Registry
@@ -75,6 +77,7 @@ def create_app(
 
     app.add_routes(routes)
     add_health_routes(app, _ready)
+    add_openapi_routes(app, document())
     return app
 
 

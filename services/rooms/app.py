@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from services.common.auth import RevocationList, TokenVerifier
 from services.common.metrics import install_metrics
+from services.common.openapi import add_openapi_routes
 from services.common.redis import Keys, make_client, redis_ctx
 from services.common.tasks import supervised
 from services.common.web import add_health_routes
@@ -23,6 +24,7 @@ from .keys import (
     verifier_key,
 )
 from .metrics import RoomsMetrics
+from .openapi import document
 from .routes import routes
 from .settings import RoomsSettings
 from .store import Limits, RoomStore
@@ -46,6 +48,7 @@ def create_app(settings: RoomsSettings, *, redis: Redis | None = None) -> web.Ap
 
     app.add_routes(routes)
     add_health_routes(app, _ready)
+    add_openapi_routes(app, document())
     return app
 
 

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from services.common.auth import RevocationList, TokenVerifier
 from services.common.bus import Bus
 from services.common.metrics import install_metrics
+from services.common.openapi import add_openapi_routes
 from services.common.redis import Keys, make_client, redis_ctx
 from services.common.tasks import supervised
 from services.common.web import add_health_routes
@@ -15,6 +16,7 @@ from services.common.web import add_health_routes
 from . import frames, login, mjpeg, pull, push, rest, sockets
 from .announce import Announcer, announcer_key
 from .keys import redis_key, registry_key, revocations_key, settings_key, verifier_key
+from .openapi import document
 from .readers import ReadHub, hub_key
 from .settings import StreamsSettings
 from .sockets import metrics_key
@@ -40,6 +42,7 @@ def create_app(settings: StreamsSettings, *, redis: Redis | None = None) -> web.
     mjpeg.setup(app)
     frames.setup(app)
     add_health_routes(app, _ready)
+    add_openapi_routes(app, document())
     return app
 
 
