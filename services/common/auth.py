@@ -7,9 +7,11 @@ from types import MappingProxyType
 from typing import Any
 
 import jwt
+from aiohttp import web
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from .errors import TokenExpired, Unauthorized
+from .errors import NotAvailable, PermissionDenied, TokenExpired, Unauthorized
 from .redis import Keys
 from .settings import JwtSettings
 
@@ -156,3 +158,37 @@ class RevocationList:
 
     async def revoke(self, jti: str, ttl_s: int) -> None:
         await self._redis.set(self._keys.revoked(jti), b"1", ex=max(1, ttl_s))
+
+
+class TokenRevoked(Unauthorized):
+    """The token's `jti` was revoked (ours, or logged out in Zou): close code 4502."""
+
+
+async def check_not_revoked(revocations: RevocationList, jti: str | None) -> None:
+    """Raise TokenRevoked for a revoked token, NotAvailable when the list cannot be read."""
+    try:
+        revoked = await revocations.is_revoked(jti)
+    except RedisError as exc:
+        raise NotAvailable("token revocation list unreachable") from exc
+    if revoked:
+        raise TokenRevoked("token revoked")
+
+
+def bearer_token(request: web.Request) -> str:
+    """The token of an `Authorization: Bearer` header ("" without one)."""
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+async def require_scope(
+    request: web.Request, verifier: TokenVerifier, revocations: RevocationList, *scopes: str
+) -> Claims:
+    """The claims of an operator API call whose token holds one of `scopes`, or the error."""
+    token = bearer_token(request)
+    if not token:
+        raise Unauthorized("Authorization: Bearer <token> required")
+    claims = verifier.verify(token)
+    await check_not_revoked(revocations, claims.jti)
+    if not claims.scopes & set(scopes):
+        raise PermissionDenied(f"token scope must include {' or '.join(scopes)}")
+    return claims

@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from services.common.auth import TokenRevoked
 from services.common.bus import Position, encode_data
 from services.common.channels import Namespace, Namespaces
 from services.common.errors import (
@@ -32,7 +33,7 @@ from services.common.errors import (
 )
 
 from .connection import ClientConnection
-from .node import GatewayNode, TokenRevoked
+from .node import GatewayNode
 from .rooms import RoomCommands
 
 log = logging.getLogger(__name__)

@@ -18,14 +18,18 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.common.auth import Claims, RevocationList, TokenVerifier
+from services.common.auth import (
+    Claims,
+    RevocationList,
+    TokenVerifier,
+    check_not_revoked,
+)
 from services.common.bus import Bus, Position
 from services.common.channels import Namespace
 from services.common.errors import (
     CloseCode,
     LimitExceeded,
     NotAvailable,
-    Unauthorized,
     UnrecoverablePosition,
 )
 from services.common.pubsub import Subscriber
@@ -41,10 +45,6 @@ from .settings import GatewaySettings
 from .wire import PING_FRAME
 
 log = logging.getLogger(__name__)
-
-
-class TokenRevoked(Unauthorized):
-    pass
 
 
 class GatewayNode:
@@ -156,12 +156,7 @@ class GatewayNode:
     async def authenticate(self, token: str) -> Claims:
         """Verify a connection token; raises Unauthorized, TokenExpired or TokenRevoked."""
         claims = self.verifier.verify(token)
-        try:
-            revoked = await self.revocations.is_revoked(claims.jti)
-        except RedisError as exc:
-            raise NotAvailable("token revocation list unreachable") from exc
-        if revoked:
-            raise TokenRevoked("token revoked")
+        await check_not_revoked(self.revocations, claims.jti)
         return claims
 
     def check_connection_limit(self, user: str) -> None:

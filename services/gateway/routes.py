@@ -7,15 +7,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
+from services.common.auth import require_scope
 from services.common.bus import Position, encode_data
 from services.common.channels import Namespace
 from services.common.errors import (
     BadRequest,
     CloseCode,
     NotAvailable,
-    PermissionDenied,
     ServiceError,
-    Unauthorized,
 )
 from services.common.web import json_body, json_errors
 
@@ -94,12 +93,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def _require_scope(request: web.Request, *allowed: str) -> GatewayNode:
     node = request.app[node_key]
-    token = _bearer(request)
-    if not token:
-        raise Unauthorized("Authorization: Bearer <token> required")
-    claims = await node.authenticate(token)
-    if not claims.scopes & {*allowed, "admin"}:
-        raise PermissionDenied(f"token scope must include {' or '.join([*allowed, 'admin'])}")
+    await require_scope(request, node.verifier, node.revocations, *allowed, "admin")
     return node
 
 

@@ -26,7 +26,7 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
-from services.common.auth import Claims
+from services.common.auth import Claims, TokenRevoked
 from services.common.errors import (
     BadRequest,
     CloseCode,
@@ -40,7 +40,7 @@ from services.common.tasks import supervised
 
 from .connection import TokenBucket
 from .keys import node_key
-from .node import GatewayNode, TokenRevoked
+from .node import GatewayNode
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,12 @@
 """Operator REST views (admin scope): list, read and delete rooms."""
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
+from services.common.auth import require_scope
 from services.common.errors import (
     BadRequest,
     ErrorCode,
-    NotAvailable,
-    PermissionDenied,
     ServiceError,
-    Unauthorized,
 )
 from services.common.rooms import check_room
 from services.common.web import json_errors
@@ -26,19 +23,8 @@ class RoomNotFound(ServiceError):
 
 
 async def _require_admin(request: web.Request) -> None:
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not token:
-        raise Unauthorized("Authorization: Bearer <token> required")
-    claims = request.app[verifier_key].verify(token)
-    try:
-        revoked = await request.app[revocations_key].is_revoked(claims.jti)
-    except RedisError as exc:
-        raise NotAvailable("token revocation list unreachable") from exc
-    if revoked:
-        raise Unauthorized("token revoked")
-    if "admin" not in claims.scopes:
-        raise PermissionDenied("token scope must include admin")
+    app = request.app
+    await require_scope(request, app[verifier_key], app[revocations_key], "admin")
 
 
 def _room(request: web.Request) -> str:

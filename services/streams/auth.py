@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
-from services.common.errors import NotAvailable, PermissionDenied, Unauthorized
+from services.common.auth import check_not_revoked
+from services.common.errors import PermissionDenied, Unauthorized
 
 from .keys import revocations_key, settings_key, verifier_key
 
@@ -128,12 +128,7 @@ async def verify_token(app: web.Application, token: str) -> Principal:
         raise Unauthorized("not authenticated: send ?token=, Authorization: Bearer or the cookie")
     payload = app[verifier_key].decode(token)
     jti = payload.get("jti")
-    try:
-        revoked = await app[revocations_key].is_revoked(str(jti) if jti is not None else None)
-    except RedisError as exc:
-        raise NotAvailable("token revocation list unreachable") from exc
-    if revoked:
-        raise Unauthorized("token revoked")
+    await check_not_revoked(app[revocations_key], str(jti) if jti is not None else None)
     return principal_from(payload, app[settings_key].default_access)
 
 
