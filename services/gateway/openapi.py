@@ -5,8 +5,8 @@ from typing import Any
 from services.common.openapi import (
     ADMIN_ERRORS,
     AUTH_ERRORS,
+    SECURITY,
     build,
-    cookie_scheme,
     errors,
     json_content,
     ok,
@@ -31,14 +31,6 @@ Kitsu and gazu |
 
 Errors of the server API are `{"error": {"code", "message"}}` with an HTTP status; the codes \
 are the protocol's (docs/protocol.md, *Error codes*)."""
-
-# The bearer header, or Zou's cookie (what Kitsu's browser session holds).
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"zouCookie": []}]
-SCHEMES = {
-    "zouCookie": cookie_scheme(
-        "access_token_cookie", "Zou's cookie: the JWT, used when there is no `Authorization`"
-    )
-}
 
 _CHANNEL = {
     "type": "string",
@@ -406,5 +398,4 @@ def document() -> dict[str, Any]:
         ],
         paths=PATHS,
         schemas=SCHEMAS,
-        schemes=SCHEMES,
     )

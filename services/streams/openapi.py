@@ -225,7 +225,7 @@ PATHS: dict[str, Any] = {
                 "200": ok(
                     "ids, or descriptions with `info=true`",
                     {
-                        "oneOf": [
+                        "anyOf": [
                             {"type": "array", "items": {"type": "string"}},
                             {"type": "array", "items": ref("StreamInfo")},
                         ]
