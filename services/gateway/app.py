@@ -13,6 +13,7 @@ from services.common.tasks import supervised
 from services.common.web import add_health_routes
 
 from .commands import Commands
+from .demo import setup_demo
 from .keys import commands_key, metrics_key, node_key, redis_key, settings_key
 from .metrics import GatewayMetrics
 from .node import GatewayNode
@@ -44,6 +45,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> web.
     app.add_routes(routes)
     setup_socketio(app, settings)  # /socket.io/ for Kitsu and gazu
     setup_zeph(app)  # /zeph for Zephclient
+    setup_demo(app)  # /demo when GATEWAY_DEMO is on
     add_health_routes(app, _ready)
     add_openapi_routes(app, document())
     return app

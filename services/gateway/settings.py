@@ -108,6 +108,7 @@ class GatewaySettings:
     log_json: bool
     zou: ZouSettings = ZouSettings()
     rooms: RoomLinkSettings = RoomLinkSettings()
+    demo: bool = False  # /demo and POST /demo/token (docs/demo.md): never on a public deployment
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "GatewaySettings":
@@ -130,4 +131,5 @@ class GatewaySettings:
             log_json=env.get("LOG_JSON", parse_bool, True),
             zou=ZouSettings.from_env(env),
             rooms=RoomLinkSettings.from_env(env),
+            demo=env.get("GATEWAY_DEMO", parse_bool, False),
         )
