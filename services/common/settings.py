@@ -61,6 +61,30 @@ def positive(cast: Callable[[str], T]) -> Callable[[str], T]:
     return parse
 
 
+def non_negative(cast: Callable[[str], T]) -> Callable[[str], T]:
+    """Wrap a numeric cast so that negative values are refused (zero is allowed)."""
+
+    def parse(raw: str) -> T:
+        value = cast(raw)
+        if not value >= 0:  # type: ignore[operator]  # numeric casts only
+            raise ValueError("expected zero or a positive number")
+        return value
+
+    return parse
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    """A case-insensitive choice among `choices`."""
+
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
 def parse_list(raw: str) -> tuple[str, ...]:
     items = tuple(item.strip() for item in raw.replace(",", " ").split() if item.strip())
     if not items:

@@ -12,6 +12,8 @@ from services.common.settings import (
     JwtSettings,
     RedisSettings,
     SettingsError,
+    non_negative,
+    one_of,
     parse_bool,
     parse_port,
     positive,
@@ -21,13 +23,6 @@ from services.common.settings import (
 class Isolation(StrEnum):
     THREAD = "thread"  # sync handlers in a bounded thread pool of this process
     PROCESS = "process"  # every handler in a pool of worker processes that may be killed
-
-
-def _non_negative(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected 0 or more")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +63,7 @@ class HandlersSettings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "HandlersSettings":
         env = Env(environ)
         port = env.get("HANDLERS_PORT", parse_port, 5003)
-        isolation = env.get("HANDLERS_ISOLATION", str, "thread").strip().lower()
-        if isolation not in {i.value for i in Isolation}:
-            raise SettingsError("HANDLERS_ISOLATION is invalid: expected thread or process")
+        isolation = env.get("HANDLERS_ISOLATION", one_of(*Isolation), "thread")
         settings = cls(
             host=env.get("HANDLERS_HOST", str, "0.0.0.0"),
             port=port,
@@ -82,7 +75,7 @@ class HandlersSettings:
             threads=env.get("HANDLERS_THREADS", positive(int), 16),
             processes=env.get("HANDLERS_PROCESSES", positive(int), 2),
             handler_timeout_s=env.get("HANDLERS_TIMEOUT_S", positive(float), 30.0),
-            retries=env.get("HANDLERS_RETRIES", _non_negative, 3),
+            retries=env.get("HANDLERS_RETRIES", non_negative(int), 3),
             backoff_s=env.get("HANDLERS_BACKOFF_S", positive(float), 0.5),
             backoff_max_s=env.get("HANDLERS_BACKOFF_MAX_S", positive(float), 30.0),
             task_timeout_s=env.get("HANDLERS_TASK_TIMEOUT_S", positive(float), 10.0),

@@ -9,35 +9,14 @@ from services.common.settings import (
     JwtSettings,
     RedisSettings,
     SettingsError,
+    non_negative,
+    one_of,
     parse_bool,
     parse_port,
     positive,
 )
 
-from .frames.settings import FramesSettings
-
-ACCESS_LEVELS = ("readwrite", "read", "none")
-
-
-def parse_access(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ACCESS_LEVELS:
-        raise ValueError(f"expected one of {', '.join(ACCESS_LEVELS)}")
-    return value
-
-
-def non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected zero or a positive integer")
-    return value
-
-
-def non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0:
-        raise ValueError("expected zero or a positive number")
-    return value
+from .frames.settings import ACCESS_LEVELS, FramesSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +58,12 @@ class StreamsSettings:
             log_level=env.get("LOG_LEVEL", str, "INFO"),
             log_json=env.get("LOG_JSON", parse_bool, True),
             key_prefix=_key_prefix(environ),
-            maxlen=env.get("STREAMS_MAXLEN", non_negative_int, 1000),
+            maxlen=env.get("STREAMS_MAXLEN", non_negative(int), 1000),
             maxlen_exact=env.get("STREAMS_MAXLEN_EXACT", parse_bool, False),
-            max_age_s=env.get("STREAMS_MAX_AGE_S", non_negative_float, 0.0),
+            max_age_s=env.get("STREAMS_MAX_AGE_S", non_negative(float), 0.0),
             max_entry_bytes=env.get("STREAMS_MAX_ENTRY_BYTES", positive(int), 16 * 1024 * 1024),
             max_message_bytes=env.get("STREAMS_MAX_MESSAGE_BYTES", positive(int), 64 * 1024 * 1024),
-            default_access=env.get("STREAMS_DEFAULT_ACCESS", parse_access, "readwrite"),
+            default_access=env.get("STREAMS_DEFAULT_ACCESS", one_of(*ACCESS_LEVELS), "readwrite"),
             users_file=env.get("STREAMS_USERS_FILE", str, ""),
             token_ttl_s=env.get("STREAMS_TOKEN_TTL_S", positive(float), 86400.0),
             cookie_secure=env.get("STREAMS_COOKIE_SECURE", parse_bool, False),

@@ -3,23 +3,10 @@
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.settings import Env, parse_bool, positive
+from services.common.settings import Env, non_negative, one_of, parse_bool, positive
 
+# What a token without permission claims may do (streams and frames alike).
 ACCESS_LEVELS = ("readwrite", "read", "none")
-
-
-def parse_access(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ACCESS_LEVELS:
-        raise ValueError(f"expected one of {', '.join(ACCESS_LEVELS)}")
-    return value
-
-
-def non_negative(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0:
-        raise ValueError("expected zero or a positive number")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +43,10 @@ class FramesSettings:
             key_prefix=_key_prefix(env, environ, f"{redis_prefix}:"),
             maxlen=env.get("FRAMES_MAXLEN", positive(int), 10),
             maxlen_exact=env.get("FRAMES_MAXLEN_EXACT", parse_bool, False),
-            ttl_s=env.get("FRAMES_TTL_S", non_negative, 86400.0),
+            ttl_s=env.get("FRAMES_TTL_S", non_negative(float), 86400.0),
             max_frame_bytes=env.get("FRAMES_MAX_FRAME_BYTES", positive(int), 8 * 1024 * 1024),
             max_header_bytes=env.get("FRAMES_MAX_HEADER_BYTES", positive(int), 64 * 1024),
-            default_access=env.get("FRAMES_DEFAULT_ACCESS", parse_access, "readwrite"),
+            default_access=env.get("FRAMES_DEFAULT_ACCESS", one_of(*ACCESS_LEVELS), "readwrite"),
             labels_rate=env.get("FRAMES_LABELS_RATE", positive(int), 60),
             labels_rate_window_s=env.get("FRAMES_LABELS_RATE_WINDOW_S", positive(int), 60),
             read_block_ms=env.get("FRAMES_READ_BLOCK_MS", positive(int), 1000),
@@ -67,7 +54,7 @@ class FramesSettings:
             label_refresh_s=env.get("FRAMES_LABEL_REFRESH_S", positive(float), 1.0),
             pull_timeout_s=env.get("FRAMES_PULL_TIMEOUT_S", positive(float), 10.0),
             idle_timeout_s=env.get("FRAMES_IDLE_TIMEOUT_S", positive(float), 60.0),
-            max_session_s=env.get("FRAMES_MAX_SESSION_S", non_negative, 1800.0),
+            max_session_s=env.get("FRAMES_MAX_SESSION_S", non_negative(float), 1800.0),
             heartbeat_s=env.get("FRAMES_HEARTBEAT_S", positive(float), 30.0),
         )
 
