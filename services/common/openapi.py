@@ -308,8 +308,14 @@ def render_html(document: Mapping[str, Any]) -> str:
     servers_ = document.get("servers", [])
     if servers_:
         out.append("<p>Servers: " + ", ".join(f"<code>{_e(s['url'])}</code>" for s in servers_))
-    for name, scheme in document.get("components", {}).get("securitySchemes", {}).items():
-        out.append(f"<p>🔒 <b>{_e(name)}</b>: {_markdown_inline(scheme.get('description', ''))}")
+    schemes = document.get("components", {}).get("securitySchemes", {})
+    if schemes:
+        out.append("<p>Authentication (any one of):</p><ul>")
+        for name, scheme in schemes.items():
+            where = _scheme_where(scheme)
+            text = _markdown_inline(scheme.get("description", ""))
+            out.append(f"<li><b>{_e(name)}</b> ({where}): {text}")
+        out.append("</ul>")
     tags = [t["name"] for t in document.get("tags", [])]
     by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
     for path, item in document.get("paths", {}).items():
@@ -340,7 +346,8 @@ def render_html(document: Mapping[str, Any]) -> str:
 
 def _operation(method: str, path: str, op: Mapping[str, Any], document: Mapping[str, Any]) -> str:
     secured = op.get("security", document.get("security", []))
-    lock = " <span class=lock>🔒 bearer token</span>" if secured else ""
+    names = " · ".join(_e(name) for requirement in secured for name in requirement)
+    lock = f" <span class=lock>auth: {names}</span>" if secured else ""
     parts = [
         f'<div class=op id="op-{_e(op.get("operationId", method + path))}">',
         f"<h3><span class='method {method}'>{method.upper()}</span><code>{_e(path)}</code>"
@@ -384,6 +391,14 @@ def _operation(method: str, path: str, op: Mapping[str, Any], document: Mapping[
                 parts.append("</details>")
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def _scheme_where(scheme: Mapping[str, Any]) -> str:
+    if scheme.get("type") == "http":
+        return f"<code>Authorization: {_e(str(scheme.get('scheme', '')).title())} …</code>"
+    if scheme.get("in") == "query":
+        return f"<code>?{_e(scheme.get('name', ''))}=…</code>"
+    return f"{_e(scheme.get('in', ''))} <code>{_e(scheme.get('name', ''))}</code>"
 
 
 def _schema_inline(schema: Mapping[str, Any]) -> str:
