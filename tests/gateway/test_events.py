@@ -1,11 +1,7 @@
 """Publications that name an event reach the handlers' stream `sb:events`, exactly once."""
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
-import socketio
 
 from services.gateway.socketio_server import socketio_key
 from tests.helpers import wait_until
@@ -58,16 +54,6 @@ async def test_client_publish_is_recorded_only_where_the_namespace_says_so(
         ("chat:message", "chat:1", "client")
     ]
     await client.close()
-
-
-@pytest.fixture
-async def zou_publisher(redis_server) -> AsyncIterator[Any]:
-    manager = socketio.AsyncRedisManager(
-        redis_server.url, write_only=True, channel="flask-socketio"
-    )
-    yield manager
-    if manager.redis is not None:
-        await manager.redis.aclose()
 
 
 async def test_zou_emits_are_recorded_once_whatever_the_number_of_gateways(

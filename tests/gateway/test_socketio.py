@@ -78,17 +78,6 @@ async def test_api_publication_reaches_a_websocket_client(start_gateway, listen)
     assert await listener.next() == ("task:new", {"task_id": "t1", "project_id": "p1"})
 
 
-@pytest.fixture
-async def zou_publisher(redis_server) -> AsyncIterator[Any]:
-    """Zou's publisher: python-socketio's write-only Redis manager on `flask-socketio`."""
-    manager = socketio.AsyncRedisManager(
-        redis_server.url, write_only=True, channel="flask-socketio"
-    )
-    yield manager
-    if manager.redis is not None:
-        await manager.redis.aclose()
-
-
 async def test_the_app_has_no_middleware_and_serves_socketio(start_gateway):
     gw = await start_gateway()
     assert len(gw.app.middlewares) == 0

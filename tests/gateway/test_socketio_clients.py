@@ -21,17 +21,6 @@ NS = "/events"
 JS = Path(__file__).resolve().parents[1] / "js"
 
 
-@pytest.fixture
-async def zou_publisher(redis_server) -> AsyncIterator[Any]:
-    """Zou's publisher: python-socketio's write-only Redis manager (JSON since 5.14)."""
-    manager = socketio.AsyncRedisManager(
-        redis_server.url, write_only=True, channel="flask-socketio"
-    )
-    yield manager
-    if manager.redis is not None:
-        await manager.redis.aclose()
-
-
 # -- gazu ------------------------------------------------------------------------------------
 
 

@@ -3,11 +3,12 @@
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import websockets
 
-from tests.conftest import gateway_env, launch_service, stop_services
+from tests.conftest import ServiceProcess, gateway_env, launch_service, stop_services
 from tests.helpers import clean_env, free_port, wait_until
 
 
@@ -125,26 +126,31 @@ def run(request):
 }
 
 
-async def test_a_zephclient_session_runs_tasks_in_the_handlers_service(
-    start_gateway, make_token, redis_server, tmp_path
-):
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    for name, source in TASKS.items():
-        (tasks / name).write_text(source)
+async def start_handlers(redis_url: str, tmp_path: Path, tasks: dict[str, str]) -> ServiceProcess:
+    """A real handlers service running `tasks` (file name -> source)."""
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for name, source in tasks.items():
+        (folder / name).write_text(source)
     port = free_port()
     env = clean_env()
     env.update(
         gateway_env(
-            redis_server.url,
+            redis_url,
             HANDLERS_PORT=str(port),
             HANDLERS_HOST="127.0.0.1",
             HANDLERS_BLOCK_MS="100",
-            TASKS_FOLDER=str(tasks),
+            TASKS_FOLDER=str(folder),
             EVENT_HANDLERS_FOLDER=str(tmp_path / "none"),
         )
     )
-    handlers = await launch_service("services.handlers", env, port)
+    return await launch_service("services.handlers", env, port)
+
+
+async def test_a_zephclient_session_runs_tasks_in_the_handlers_service(
+    start_gateway, make_token, redis_server, tmp_path
+):
+    handlers = await start_handlers(redis_server.url, tmp_path, TASKS)
     try:
         gw = await start_gateway()
         zeph = await open_zeph(gw, make_token("alice"))
@@ -170,26 +176,13 @@ async def test_a_zephclient_session_runs_tasks_in_the_handlers_service(
 async def test_a_task_sends_to_everyone_in_the_room_on_every_gateway(
     start_gateway, make_token, redis_server, tmp_path
 ):
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    (tasks / "task_TaskChat.py").write_text(
+    chat = (
         "from services.handlers.api import send_to_room\n\n"
         "def run(request):\n"
         "    send_to_room(request.room, 'TaskChat', {'from': request.user, 'text': request.data})\n"
         "    return 'sent'\n"
     )
-    port = free_port()
-    env = clean_env()
-    env.update(
-        gateway_env(
-            redis_server.url,
-            HANDLERS_PORT=str(port),
-            HANDLERS_HOST="127.0.0.1",
-            TASKS_FOLDER=str(tasks),
-            EVENT_HANDLERS_FOLDER=str(tmp_path / "none"),
-        )
-    )
-    handlers = await launch_service("services.handlers", env, port)
+    handlers = await start_handlers(redis_server.url, tmp_path, {"task_TaskChat.py": chat})
     try:
         one, two = await start_gateway(), await start_gateway()
         alice = await open_zeph(one, make_token("alice"))
