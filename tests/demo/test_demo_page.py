@@ -6,7 +6,6 @@ frame pushed to the streams service. A screenshot is kept as an artifact."""
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from playwright.async_api import Browser, Page, expect
@@ -89,9 +88,11 @@ async def test_two_visitors_on_two_gateways(
 
     # Each page's WebSocket is held by the replica its cookie names.
     for replica in ("gateway-1", "gateway-2"):
-        await wait_until(
-            lambda r=replica: _is(connections(cluster, r), 1.0), what=f"one socket on {replica}"
-        )
+
+        async def holds_one(replica: str = replica) -> bool:
+            return await connections(cluster, replica) == 1.0
+
+        await wait_until(holds_one, what=f"one socket on {replica}")
 
     # Both see both people.
     for visitor in (ann, bob):
@@ -166,10 +167,6 @@ async def test_two_visitors_on_two_gateways(
     await bob.page.screenshot(path=screenshot, full_page=True)
     shutil.copyfile(screenshot, artifacts / "demo.png")
     assert ann.errors == [] and bob.errors == []
-
-
-async def _is(value: Any, expected: float) -> bool:
-    return bool(await value == expected)
 
 
 async def push_frame(cluster: LocalCluster, token: str, jpeg: bytes) -> None:
