@@ -42,7 +42,7 @@ DEMO_NAMESPACE: Final = Namespace(
 STREAMS_CLAIMS: Final = {"labels": {"read": ["demo*"], "write": []}}
 # The page's only other origin may be the streams service's WebSocket (another port).
 CSP: Final = (
-    "default-src 'self'; img-src 'self' blob:; connect-src 'self' ws: wss:; "
+    "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' ws: wss:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 

@@ -58,6 +58,7 @@ async def visit(browser: Browser, cluster: LocalCluster, gateway: str, name: str
     await page.get_by_label("Your name").fill(name)
     await page.get_by_role("button", name="Join").click()
     await expect(page.locator("#state")).to_have_text("connected")
+    await expect(page.locator("#join")).to_be_hidden()
     await expect(page.locator("#gateway")).to_have_text(f"served by {gateway}")
     return visitor
 
