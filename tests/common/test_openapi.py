@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+from services.common.redis import Keys
+from services.common.rooms import RoomCommand
 from services.gateway import openapi as gateway_openapi
 from services.gateway.app import create_app as gateway_app
 from services.gateway.settings import GatewaySettings
@@ -66,6 +68,11 @@ def services(redis_server: Any, tmp_path: Path) -> dict[str, Service]:
     handlers, tasks = tmp_path / "handlers", tmp_path / "tasks"
     handlers.mkdir()
     tasks.mkdir()
+    # One handler, one task and one file that fails to load: every list of GET /handlers is
+    # filled, so its schema is checked on real entries.
+    (handlers / "on_task_new.py").write_text("def handle_event(data):\n    pass\n")
+    (handlers / "on_broken.py").write_text("raise RuntimeError('broken on purpose')\n")
+    (tasks / "task_echo.py").write_text("def run(request):\n    return request.data\n")
     handlers_env = {**env, "EVENT_HANDLERS_FOLDER": str(handlers), "TASKS_FOLDER": str(tasks)}
     return {
         "gateway": Service(
@@ -315,7 +322,11 @@ async def test_gateway_answers_as_documented(
     broadcast = {"channels": ["news", "nope:x"], "data": 1}
     result = await check(client, doc, "POST", "/api/broadcast", admin, json=broadcast)
     assert result["results"][1]["error"]["code"] == 102
-    await check(client, doc, "GET", "/api/presence", admin, expect=200)
+    async with client.ws_connect("/ws", headers={"Authorization": f"Bearer {user}"}) as ws:
+        await ws.send_json({"id": 1, "op": "subscribe", "channel": "news"})
+        assert "result" in await ws.receive_json()
+        presence = await check(client, doc, "GET", "/api/presence", admin, expect=200)
+        assert [c["user"] for c in presence["clients"].values()] == ["alice"]
     await check(client, doc, "POST", "/api/publish", user, json=body, expect=403)
     await check(client, doc, "POST", "/api/publish", admin, json={"channel": "news"}, expect=400)
     await check(
@@ -337,12 +348,28 @@ async def test_gateway_answers_as_documented(
 
 
 async def test_rooms_answer_as_documented(
-    services: dict[str, Service], serve: Callable[[str], Any], make_token: Callable[..., str]
+    services: dict[str, Service],
+    serve: Callable[[str], Any],
+    make_token: Callable[..., str],
+    redis: Any,
 ) -> None:
     client, doc = await serve("rooms"), services["rooms"].document
     admin, user = make_token("ops", scope="admin"), make_token("alice")
     listed = await check(client, doc, "GET", "/rooms", admin, expect=200)
     assert listed == {"rooms": [], "total": 0}
+    # A join as a gateway sends it (services/common/rooms.py), so the room schemas see a room.
+    join = RoomCommand(
+        op="join", room="review-42", conn="c1", user="alice", gw="g1", state={"frame": 0}
+    )
+    await redis.xadd(Keys().rooms_cmd, {"c": join.encode()})
+
+    async def joined() -> bool:
+        return (await check(client, doc, "GET", "/rooms", admin))["total"] == 1
+
+    await wait_until(joined, what="the join applied")
+    room = await check(client, doc, "GET", "/rooms/{room}", admin, expect=200)
+    assert room["state"] == {"frame": 0} and room["people"] == ["alice"]
+    await check(client, doc, "DELETE", "/rooms/{room}", admin, expect=200)
     await check(client, doc, "GET", "/rooms", admin, url="/rooms?limit=0", expect=400)
     await check(client, doc, "GET", "/rooms", user, expect=403)
     await check(client, doc, "GET", "/rooms/{room}", admin, expect=404)
@@ -351,13 +378,38 @@ async def test_rooms_answer_as_documented(
 
 
 async def test_handlers_answer_as_documented(
-    services: dict[str, Service], serve: Callable[[str], Any], make_token: Callable[..., str]
+    services: dict[str, Service],
+    serve: Callable[[str], Any],
+    make_token: Callable[..., str],
+    redis: Any,
 ) -> None:
     client, doc = await serve("handlers"), services["handlers"].document
     admin, user = make_token("ops", scope="admin"), make_token("alice")
-    await check(client, doc, "GET", "/handlers", admin, expect=200)
+    loaded = await check(client, doc, "GET", "/handlers", admin, expect=200)
+    assert [h["id"] for h in loaded["handlers"]] == ["on_task_new"]
+    assert [t["name"] for t in loaded["tasks"]] == ["echo"]
+    assert len(loaded["errors"]) == 1
     await check(client, doc, "GET", "/handlers", user, expect=403)
-    await check(client, doc, "GET", "/dlq", admin, expect=200)
+    # A dead letter as the dispatcher writes it (docs/handlers.md), for the handler above.
+    fields = {
+        "event": "task:new",
+        "data": '{"task_id": "t1"}',
+        "source": "api",
+        "channel": "",
+        "ts": "1732222000000",
+        "kind": "event",
+        "entry": "1732222000000-0",
+        "handler": "on_task_new",
+        "error": "TimeoutError: timed out after 30 s",
+        "traceback": "",
+        "attempts": "3",
+        "failed_at": "1732222000500",
+    }
+    dead = (await redis.xadd(Keys().dlq, fields)).decode()
+    letters = await check(client, doc, "GET", "/dlq", admin, expect=200)
+    assert [e["id"] for e in letters["entries"]] == [dead] and letters["total"] == 1
+    retried = await check(client, doc, "POST", "/dlq/{id}/retry", admin, url=f"/dlq/{dead}/retry")
+    assert retried == {"id": dead, "ok": True}
     await check(client, doc, "GET", "/dlq", admin, url="/dlq?after=nope", expect=400)
     await check(client, doc, "POST", "/dlq/{id}/retry", admin, expect=404)
     await check(client, doc, "DELETE", "/dlq/{id}", admin, expect=404)
