@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from services.common.errors import (
     Conflict,
@@ -164,22 +165,7 @@ class RoomStore:
         pending = dict(runs)
         for _ in range(CAS_ATTEMPTS):
             plans = await self._plan(pending)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for room, plan in plans.items():
-                    await self._updates(
-                        keys=self._room_keys(room),
-                        args=[
-                            now_ms,
-                            room,
-                            dumps(room),
-                            self.limits.idle_ttl_ms,
-                            self._push_channel(room),
-                            plan.version,
-                            *plan.args,
-                        ],
-                        client=pipe,
-                    )
-                replies = await pipe.execute() if plans else []
+            replies = await self._write_plans(plans, now_ms) if plans else []
             for (room, plan), (status, _) in zip(plans.items(), replies, strict=True):
                 if status != b"retry":
                     settled[room] = plan.outcomes
@@ -208,6 +194,34 @@ class RoomStore:
                     self._keys.reply(cmd.gw), dumps({"req": cmd.req, "error": exc.to_dict()})
                 )
             await pipe.execute()
+
+    async def _write_plans(self, plans: Mapping[str, "_Plan"], now_ms: int) -> list[Any]:
+        """One EVALSHA per room in one pipeline. Plain EVALSHA, not the Script object: redis-py
+        would check SCRIPT EXISTS before every pipeline, one more round trip per batch; the
+        script is loaded again only when Redis says it lost it (a restart, SCRIPT FLUSH)."""
+        for attempt in range(2):
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for room, plan in plans.items():
+                        keys = self._room_keys(room)
+                        pipe.evalsha(
+                            self._updates.sha,
+                            len(keys),
+                            *keys,
+                            now_ms,
+                            room,
+                            dumps(room),
+                            self.limits.idle_ttl_ms,
+                            self._push_channel(room),
+                            plan.version,
+                            *plan.args,
+                        )
+                    return await pipe.execute()
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self._redis.script_load(UPDATES_LUA)  # nothing ran: safe to send again
+        raise AssertionError("unreachable")
 
     async def _plan(
         self, runs: Mapping[str, Sequence[tuple[RoomCommand, str]]]

@@ -85,3 +85,12 @@ async def test_a_queued_batch_is_applied_in_order_with_every_outcome(
     assert (await bob.ok("room.get", room="r1"))["version"] == r1 + 4
     for client in (alice, bob, carol):
         await client.close()
+
+
+async def test_updates_go_on_after_redis_forgets_its_scripts(gateway, rooms, redis):
+    alice = await gateway.connect("alice")
+    joined = await alice.ok("room.join", room="r", state={})
+    await redis.script_flush()  # as after a Redis restart: the service must load them again
+    updated = await alice.ok("room.update", room="r", patch={"a": 1})
+    assert (updated["version"], updated["state"]) == (joined["version"] + 1, {"a": 1})
+    await alice.close()
