@@ -200,7 +200,7 @@ PATHS: dict[str, Any] = {
                 ),
                 **errors(
                     **{
-                        **_PUBLISH_ERRORS,
+                        **{k: v for k, v in _PUBLISH_ERRORS.items() if k != "s404"},
                         "s400": "107: not JSON, not an object, too large, `channels` not a "
                         "non-empty list, no `data`, bad `event`",
                     }
