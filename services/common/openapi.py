@@ -321,7 +321,9 @@ def render_html(document: Mapping[str, Any]) -> str:
     for path, item in document.get("paths", {}).items():
         for method in METHODS:
             if method in item:
-                op = item[method]
+                # Parameters of the path item apply to each of its operations.
+                params = [*item.get("parameters", []), *item[method].get("parameters", [])]
+                op = {**item[method], "parameters": params}
                 tag = (op.get("tags") or ["other"])[0]
                 by_tag.setdefault(tag, []).append((method, path, op))
                 if tag not in tags:
@@ -364,13 +366,18 @@ def _operation(method: str, path: str, op: Mapping[str, Any], document: Mapping[
             for p in params
         )
         parts.append(
-            f"<table><tr><th>parameter</th><th>in</th><th>type</th><th></th></tr>{rows}</table>"
+            "<table><tr><th>parameter</th><th>in</th><th>type</th><th>description</th></tr>"
+            f"{rows}</table>"
         )
     body = op.get("requestBody")
     if body:
         parts.append(f"<p>Request body: {_markdown_inline(body.get('description', ''))}</p>")
         for media, content in body.get("content", {}).items():
-            parts.append(f"<p><code>{_e(media)}</code></p>{_schema(content.get('schema', {}))}")
+            schema = content.get("schema", {})
+            if "$ref" in schema:
+                parts.append(f"<p><code>{_e(media)}</code> {_schema_inline(schema)}</p>")
+            else:
+                parts.append(f"<p><code>{_e(media)}</code></p>{_schema(schema)}")
     response_rows: list[str] = []
     for status, response in op.get("responses", {}).items():
         media = ", ".join(

@@ -211,6 +211,8 @@ async def test_served_at_openapi_json_and_rendered_at_reference(
             if method in item:
                 assert f"<span class='method {method}'>{method.upper()}</span>" in page
                 assert f"<code>{path}</code>" in page, path
+                for param in [*item.get("parameters", []), *item[method].get("parameters", [])]:
+                    assert f"<code>{param['name']}</code>" in page, (path, param["name"])
     for schema in document["components"]["schemas"]:
         assert f'id="schema-{schema}"' in page
     # Self-contained: no script, nothing fetched from elsewhere.
