@@ -44,7 +44,10 @@ def info(title: str, description: str) -> dict[str, Any]:
 
 
 def servers(port: int) -> list[dict[str, str]]:
-    return [{"url": f"http://localhost:{port}", "description": "local (`switchboard run`)"}]
+    return [
+        {"url": "/", "description": "the server that served this document"},
+        {"url": f"http://localhost:{port}", "description": "local (`switchboard run`)"},
+    ]
 
 
 def security_schemes() -> dict[str, Any]:
