@@ -103,6 +103,7 @@ class Commands:
         except ServiceError as exc:
             conn.error(cmd_id, int(exc.code), exc.message, **exc.details())
         except RedisError:
+            self.node.redis_errors += 1
             log.warning("redis unavailable during a command", extra={"op": op, "conn": conn.id})
             conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")
 
@@ -308,6 +309,7 @@ class Commands:
         except ServiceError as exc:
             conn.error(cmd_id, int(exc.code), exc.message)
         except RedisError:
+            self.node.redis_errors += 1
             log.warning("redis unavailable during an rpc call", extra={"conn": conn.id})
             conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")
         finally:

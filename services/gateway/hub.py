@@ -11,6 +11,8 @@ the others.
 import asyncio
 import functools
 import logging
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -44,6 +46,7 @@ class Outbox:
         self._scheduled = False
         self.frames_sent = 0
         self.writes = 0
+        self.bytes_sent = 0
 
     def push(self, peer: Peer, frame: bytes) -> None:
         if not peer.out:
@@ -88,13 +91,48 @@ class Outbox:
             if peer.closing or transport.is_closing():
                 out.clear()
                 continue
-            transport.write(out[0] if count == 1 else b"".join(out))
+            data = out[0] if count == 1 else b"".join(out)
+            transport.write(data)
+            self.bytes_sent += len(data)
             out.clear()
             frames += count
             if count > peer.max_frames or transport.get_write_buffer_size() > peer.max_bytes:
                 self._on_overflow(peer)
         self.frames_sent += frames
         self.writes += len(dirty)
+
+
+class AgeHistogram:
+    """Ages of publications when they reach the gateway, from their offsets (`<ms>-<seq>`, Redis's
+    clock at XADD): a few integer additions per publication, turned into a Prometheus histogram
+    at scrape time. Across machines the figure includes their clocks' difference."""
+
+    BOUNDS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
+
+    __slots__ = ("counts", "sum_ms", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS_MS) + 1)
+        self.total = 0
+        self.sum_ms = 0.0
+
+    def observe(self, offset_ms: bytes) -> None:
+        try:
+            age = time.time() * 1000 - int(offset_ms)
+        except ValueError:
+            return
+        age = max(age, 0.0)
+        self.counts[bisect_left(self.BOUNDS_MS, age)] += 1
+        self.total += 1
+        self.sum_ms += age
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative (upper bound in seconds, count) pairs, `+Inf` last."""
+        cumulative, rows = 0, []
+        for bound, count in zip((*self.BOUNDS_MS, None), self.counts, strict=True):
+            cumulative += count
+            rows.append(("+Inf" if bound is None else str(bound / 1000), cumulative))
+        return rows
 
 
 class Channel:
@@ -149,6 +187,7 @@ class Hub:
         self._channels: dict[bytes, Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.publications_received = 0
+        self.ages = AgeHistogram()  # of publications when they reach this gateway
 
     def dispatch(self, redis_channel: bytes, message: bytes) -> None:
         """Subscriber callback: one Redis message to every local subscriber of its channel."""
@@ -160,6 +199,7 @@ class Hub:
         frame = text_frame(message[newline + 1 :])
         if newline:  # presence pushes carry no offset
             channel.last = message[:newline]
+            self.ages.observe(message[: message.find(b"-")])
         if channel.backlog is None:
             self.outbox.broadcast(channel.live, frame)
         else:

@@ -4,7 +4,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -43,6 +48,34 @@ class _Live(Collector):
             "switchboard_gateway_redis_connected",
             "1 while the Redis pub/sub link is up.",
             1.0 if node.subscriber.connected else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "switchboard_gateway_subscriptions",
+            "Channel subscriptions of the open connections.",
+            sum(len(conn.subscriptions) for conn in list(node.connections.values())),
+        )
+        yield CounterMetricFamily(
+            "switchboard_gateway_redis_reconnects",
+            "Times the Redis pub/sub link came back after a loss.",
+            node.redis_reconnects,
+        )
+        yield CounterMetricFamily(
+            "switchboard_gateway_redis_errors",
+            "Client commands answered 108 because a Redis command failed.",
+            node.redis_errors,
+        )
+        yield CounterMetricFamily(
+            "switchboard_gateway_bytes_sent",
+            "Bytes written to sockets.",
+            node.outbox.bytes_sent,
+        )
+        ages = node.hub.ages
+        yield HistogramMetricFamily(
+            "switchboard_gateway_publication_age_seconds",
+            "Age of a publication (from its offset) when it reaches this gateway: publish to "
+            "fan-out.",
+            buckets=ages.buckets(),
+            sum_value=ages.sum_ms / 1000,
         )
         yield CounterMetricFamily(
             "switchboard_gateway_publications_received",

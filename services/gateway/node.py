@@ -89,6 +89,8 @@ class GatewayNode:
         self.by_user: dict[str, set[ClientConnection]] = {}
         self.shutting_down = False
         self.slow_consumers = 0
+        self.redis_reconnects = 0  # of the pub/sub link
+        self.redis_errors = 0  # commands answered 108 because Redis failed
         self.close_codes: dict[int, int] = {}  # close code -> count, for /metrics
         self._tasks: set[asyncio.Task[None]] = set()
         # Pub/sub channels that are not channels of the hub (`/zeph` rooms): channel -> callback.
@@ -134,6 +136,7 @@ class GatewayNode:
         await self.redis.publish(self.keys.control, json.dumps(command))
 
     def _on_reconnect(self) -> None:
+        self.redis_reconnects += 1
         self.hub.resync()
         task = asyncio.create_task(
             resync_rooms(self.rooms, list(self.connections.values())), name="rooms-resync"

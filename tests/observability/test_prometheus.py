@@ -376,7 +376,8 @@ async def test_prometheus_evaluates_every_alert_and_dashboard_query(
                     json.dumps(r["metric"], sort_keys=True): float(r["value"][1]) for r in result
                 }
 
-            assert sum((await values("Open connections (A)")).values()) >= 6
+            assert sum((await values("Open connections and subscriptions (A)")).values()) >= 6
+            assert sum((await values("Open connections and subscriptions (B)")).values()) >= 6
             assert set((await values("Redis pub/sub link up (A)")).values()) == {1.0}
             assert sum((await values("Deliveries / s (frames sent) (A)")).values()) > 0
             assert sum((await values("Publications received from Redis / s (A)")).values()) > 0
