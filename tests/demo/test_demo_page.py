@@ -115,7 +115,8 @@ async def test_two_visitors_on_two_gateways(
     await ann.page.get_by_role("button", name="Play").click()
     await expect(bob.page.locator("#play")).to_have_attribute("data-playing", "true")
     await expect(bob.page.locator("#play")).to_have_text("Pause")
-    await expect(bob.page.locator("#position")).not_to_have_value(moved)
+    for visitor in (ann, bob):
+        await expect(visitor.page.locator("#position")).not_to_have_value(moved)
     await ann.page.get_by_role("button", name="Pause").click()
     await expect(bob.page.locator("#play")).to_have_attribute("data-playing", "false")
     await expect(ann.page.locator("#play")).to_have_attribute("data-playing", "false")

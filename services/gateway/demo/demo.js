@@ -117,6 +117,7 @@ function renderRoom(room) {
     });
     $('play').textContent = playhead.playing ? 'Pause' : 'Play';
     $('play').dataset.playing = String(playhead.playing);
+    showPosition(); // at once, not at the next frame: the page shows one state at a time
   }
   drawStrokes(room.state?.strokes ?? {});
 }
@@ -126,12 +127,16 @@ function currentPosition() {
   return Math.min(DURATION, playhead.position + (performance.now() - playhead.since) / 1000);
 }
 
-function tick() {
+function showPosition() {
   const position = currentPosition();
   if (!dragging) $('position').value = String(position);
   const shown = dragging ? Number($('position').value) : position;
   $('position-text').textContent = `${clock(shown)} / ${clock(DURATION)}`;
   $('clock').textContent = clock(shown);
+}
+
+function tick() {
+  showPosition();
   requestAnimationFrame(tick);
 }
 
