@@ -1,14 +1,15 @@
 """The demo page in a real browser (Playwright driving Debian's chromium) against the local
 cluster: two visitors on two gateway replicas share a review room (people, playhead, play/pause,
 annotations), the events feed shows server and client publications, the camera view shows a
-frame pushed to the streams service. A screenshot is kept as an artifact."""
+frame pushed to the streams service; a visitor whose gateway restarts reconnects and draws on.
+A screenshot is kept as an artifact."""
 
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, WebSocket, expect
 
 from deploy.local import LocalCluster
 from deploy.local.haproxy import STICKY_COOKIE
@@ -46,7 +47,24 @@ class Visitor:
         self.page = page
         self.gateway = gateway
         self.errors: list[str] = []
+        self.sockets: list[str] = []  # URLs of the gateway WebSockets the page opened
         page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("websocket", self._opened)
+
+    def _opened(self, socket: WebSocket) -> None:
+        if socket.url.split("?")[0].endswith("/ws"):
+            self.sockets.append(socket.url)
+
+    async def draw(self, x0: float, x1: float, y: float) -> None:
+        """A straight stroke from x0 to x1 at height y (fractions of the picture)."""
+        box = await self.page.locator("#canvas").bounding_box()
+        assert box is not None
+        await self.page.mouse.move(box["x"] + box["width"] * x0, box["y"] + box["height"] * y)
+        await self.page.mouse.down()
+        await self.page.mouse.move(
+            box["x"] + box["width"] * x1, box["y"] + box["height"] * y, steps=12
+        )
+        await self.page.mouse.up()
 
 
 async def visit(browser: Browser, cluster: LocalCluster, gateway: str, name: str) -> Visitor:
@@ -125,13 +143,7 @@ async def test_two_visitors_on_two_gateways(
     await expect(bob.page.locator("#position")).to_have_value(stopped)
 
     # Ann draws a horizontal line across the middle; Bob's canvas shows it.
-    canvas = await ann.page.locator("#canvas").bounding_box()
-    assert canvas is not None
-    y = canvas["y"] + canvas["height"] / 2
-    await ann.page.mouse.move(canvas["x"] + canvas["width"] * 0.2, y)
-    await ann.page.mouse.down()
-    await ann.page.mouse.move(canvas["x"] + canvas["width"] * 0.8, y, steps=12)
-    await ann.page.mouse.up()
+    await ann.draw(0.2, 0.8, 0.5)
     await expect(bob.page.locator("#canvas")).to_have_attribute("data-strokes", "1")
     on_line = await bob.page.evaluate(PIXEL, [320, 180])  # the canvas is 640x360
     off_line = await bob.page.evaluate(PIXEL, [320, 40])
@@ -164,6 +176,17 @@ async def test_two_visitors_on_two_gateways(
         await expect(visitor.page.locator("#camera-status")).to_have_text(
             f"live: {FRAME[0]}x{FRAME[1]}"
         )
+
+    # gateway-1 restarts (SIGTERM, close 1012): Ann's page reconnects through haproxy, joins the
+    # room again and draws on; Bob sees the new stroke next to the first.
+    await cluster.restart("gateway-1")
+    await wait_until(lambda: len(ann.sockets) == 2, timeout_s=10, what="Ann's page reconnected")
+    await expect(ann.page.locator("#state")).to_have_text("connected")
+    await ann.draw(0.2, 0.8, 0.25)
+    for visitor in (ann, bob):
+        await expect(visitor.page.locator("#canvas")).to_have_attribute("data-strokes", "2")
+        await expect(visitor.page.locator("#people li")).to_have_count(2)
+    assert len(bob.sockets) == 1  # Bob's gateway did not move
 
     screenshot = tmp_path / "demo.png"
     await bob.page.screenshot(path=screenshot, full_page=True)
