@@ -18,7 +18,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # gitignored: screens
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """Headless chromium from apt (never Playwright's own download: `make test` installs it)."""
-    executable = shutil.which("chromium")
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         pytest.fail("chromium is not on PATH (`make test` installs it with apt)")
     async with async_playwright() as playwright:
