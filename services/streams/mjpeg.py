@@ -3,6 +3,11 @@
 The newest entry is sent at once, then every new one; a slow viewer skips frames (latest mode)
 instead of queueing them. Entries that are not JPEG (no FF D8 start) are skipped: there is no
 format conversion. Unlike PTG this needs a token (`?token=` works in an `<img src>`).
+
+Each frame is followed at once by the next part's boundary and headers: browsers show a part only
+once the next one has begun, so a frame written with only its own boundary would stay hidden
+until the following frame arrived (and a still camera would show nothing). The parts therefore
+carry no Content-Length (it belongs to a frame not known yet).
 """
 
 from aiohttp import web
@@ -16,6 +21,7 @@ from .sockets import metrics_key
 from .store import check_stream_id, store_key
 
 BOUNDARY = "frame"
+PART_HEAD = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode()
 IDLE_S = 3.0
 JPEG_START = b"\xff\xd8"
 
@@ -40,6 +46,7 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
+    await response.write(PART_HEAD)
     reader = hub.reader({stream: "0-0"}, latest=True, max_entries=4)
     await hub.subscribe(reader)
     try:
@@ -52,11 +59,7 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
                 data = item[2]
                 if not data.startswith(JPEG_START):
                     continue
-                head = (
-                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                    f"Content-Length: {len(data)}\r\n\r\n"
-                ).encode()
-                await response.write(head + data + b"\r\n")
+                await response.write(data + b"\r\n" + PART_HEAD)
                 metrics.sent([item])
     except (ConnectionError, RuntimeError):
         pass  # the viewer went away
