@@ -15,12 +15,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.typing import StreamIdT
 
+from services.common.groups import ensure_group, group_backlog, read_entries
 from services.common.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,7 @@ class StreamConsumer:
         return len(self._inflight)
 
     async def ensure_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(
-                self._settings.stream, self._settings.group, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self._redis, self._settings.stream, self._settings.group)
 
     async def run(self) -> None:
         """Consume until `stop()`; then park until cancelled (`supervised` restarts a return)."""
@@ -171,7 +165,7 @@ class StreamConsumer:
             count=min(settings.batch, room),
             block=settings.block_ms if start == ">" else None,
         )
-        read = [(eid.decode(), fields) for _, found in _streams(reply) for eid, fields in found]
+        read = [(eid.decode(), fields) for _, found in read_entries(reply) for eid, fields in found]
         for eid, fields in read:
             self._spawn(eid, fields)
         return read[-1][0] if read else ""
@@ -256,23 +250,4 @@ class StreamConsumer:
 
     async def lag(self) -> tuple[int | None, int | None]:
         """(entries not yet delivered to the group, entries delivered and not acked)."""
-        groups: list[Any] = await self._redis.xinfo_groups(self._settings.stream)
-        for group in groups:
-            name = group.get("name", group.get(b"name"))
-            if name in (self._settings.group, self._settings.group.encode()):
-                lag = group.get("lag", group.get(b"lag"))
-                pending = group.get("pending", group.get(b"pending"))
-                return (
-                    int(lag) if lag is not None else None,
-                    int(pending) if pending is not None else None,
-                )
-        return None, None
-
-
-def _streams(reply: Any) -> list[tuple[Any, list[Any]]]:
-    """XREADGROUP's reply: RESP3 gives {stream: [entries]}, RESP2 [[stream, entries]]."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return [(name, value[0] if value else []) for name, value in reply.items()]
-    return [(name, entries) for name, entries in reply]
+        return await group_backlog(self._redis, self._settings.stream, self._settings.group)

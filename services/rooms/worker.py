@@ -14,12 +14,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from services.common.errors import InternalError, ServiceError
+from services.common.groups import ensure_group, group_backlog, read_entries
 from services.common.redis import Keys
 from services.common.rooms import RoomCommand, dumps, reply_to
 
@@ -64,11 +64,7 @@ class CommandConsumer:
         self.applied = 0  # entries settled (applied or refused) and acked
 
     async def ensure_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(self._keys.rooms_cmd, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self._redis, self._keys.rooms_cmd, GROUP)
 
     async def run(self) -> None:
         """Consume until `stop()`; then park until cancelled (`supervised` restarts a return)."""
@@ -121,7 +117,7 @@ class CommandConsumer:
             count=settings.batch,
             block=settings.block_ms if start == ">" else None,
         )
-        read = [(eid.decode(), fields) for _, found in _streams(reply) for eid, fields in found]
+        read = [(eid.decode(), fields) for _, found in read_entries(reply) for eid, fields in found]
         # An entry trimmed from the stream while pending has no fields left: nothing to apply.
         await self.apply([(eid, fields) for eid, fields in read if fields])
         return read[-1][0] if read else ""
@@ -255,26 +251,11 @@ class CommandConsumer:
 
     async def lag(self) -> int | None:
         """Entries not yet delivered to the group (Redis 7), None when unknown."""
-        groups: list[Any] = await self._redis.xinfo_groups(self._keys.rooms_cmd)
-        for group in groups:
-            name = group.get("name", group.get(b"name"))
-            if name in (GROUP, GROUP.encode()):
-                lag = group.get("lag", group.get(b"lag"))
-                return int(lag) if lag is not None else None
-        return None
+        lag, _ = await group_backlog(self._redis, self._keys.rooms_cmd, GROUP)
+        return lag
 
 
 def _outcome_name(outcome: Outcome | ServiceError) -> str:
     if isinstance(outcome, ServiceError):
         return outcome.code.name.lower()
     return "duplicate" if outcome.duplicate else "ok" if outcome.changed else "unchanged"
-
-
-def _streams(reply: Any) -> list[tuple[Any, list[Any]]]:
-    """XREADGROUP's reply: in RESP3 redis-py gives {stream: [entries]}, in RESP2 [[stream,
-    entries]]."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return [(name, value[0] if value else []) for name, value in reply.items()]
-    return [(name, entries) for name, entries in reply]
