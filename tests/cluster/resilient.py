@@ -198,6 +198,7 @@ class Publisher:
     token: str
     channel: str
     interval_s: float = 0.02
+    event: str | None = None  # the event name of every publication (for the handlers)
     acked: list[tuple[int, str]] = field(default_factory=list)  # (n, offset)
     failures: list[str] = field(default_factory=list)  # each failed attempt, retried
     served_by: dict[str, int] = field(default_factory=dict)  # gateway -> publications
@@ -250,7 +251,8 @@ class Publisher:
         async with self.http.post(
             f"{self.url}/api/publish",
             headers={"Authorization": f"Bearer {self.token}"},
-            json={"channel": self.channel, "data": {"n": n}},
+            json={"channel": self.channel, "data": {"n": n}}
+            | ({"event": self.event} if self.event else {}),
             timeout=aiohttp.ClientTimeout(total=5.0),
         ) as response:
             text = await response.text()
