@@ -4,28 +4,10 @@ import pytest
 
 from services.common.errors import BadRequest, MethodNotFound
 from services.common.rooms import RoomCommand, merge_patch, reply_to
-
-# RFC 7386, appendix A.
-RFC_EXAMPLES = [
-    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
-    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
-    ({"a": "b"}, {"a": None}, {}),
-    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
-    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
-    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
-    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
-    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
-    (["a", "b"], ["c", "d"], ["c", "d"]),
-    ({"a": "b"}, ["c"], ["c"]),
-    ({"a": "foo"}, None, None),
-    ({"a": "foo"}, "bar", "bar"),
-    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
-    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
-    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
-]
+from tests.helpers import RFC_7386
 
 
-@pytest.mark.parametrize(("target", "patch", "result"), RFC_EXAMPLES)
+@pytest.mark.parametrize(("target", "patch", "result"), RFC_7386)
 def test_merge_patch_follows_rfc_7386(target, patch, result):
     assert merge_patch(target, patch) == result
 
