@@ -185,10 +185,7 @@ async def start_gateway(
 
     async def start(**env: str) -> Gateway:
         settings = GatewaySettings.from_env(gateway_env(redis_server.url, **env))
-        client = TestClient(TestServer(create_app(settings, redis=redis)))
-        await client.start_server()
-        started.append(client)
-        await _wait_ready(client)
+        client = await serve_ready(create_app(settings, redis=redis), started, "gateway")
         return Gateway(client, make_token)
 
     yield start
@@ -196,14 +193,21 @@ async def start_gateway(
         await client.close()
 
 
-async def _wait_ready(client: TestClient) -> None:
+async def serve_ready(app: Any, started: list[Any], what: str, timeout_s: float = 5.0) -> Any:
+    """Serve `app` in-process on a real port (added to `started`, for the fixture to close) and
+    return its test client once `/readyz` answers 200."""
     from tests.helpers import wait_until
+
+    client: TestClient = TestClient(TestServer(app))  # type: ignore[type-arg]
+    await client.start_server()
+    started.append(client)
 
     async def ready() -> bool:
         async with client.session.get(client.make_url("/readyz")) as resp:
             return resp.status == 200
 
-    await wait_until(ready, what="gateway ready")
+    await wait_until(ready, what=f"{what} ready", timeout_s=timeout_s)
+    return client
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from services.common.events import event_fields
@@ -24,9 +24,10 @@ from tests.conftest import (
     ServiceProcess,
     gateway_env,
     launch_service,
+    serve_ready,
     stop_services,
 )
-from tests.helpers import clean_env, free_port, wait_until
+from tests.helpers import clean_env, free_port
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Handler code in the tests proves it ran by writing to this Redis (its URL in this variable).
@@ -111,15 +112,9 @@ async def start_handlers(
     async def start(**env: str) -> Handlers:
         env.setdefault("HANDLERS_CONSUMER", f"test-{len(started)}")
         settings = HandlersSettings.from_env(handlers_env(redis_server.url, *folders, **env))
-        client = TestClient(TestServer(create_app(settings, redis=redis)))
-        await client.start_server()
-        started.append(client)
-
-        async def ready() -> bool:
-            async with client.session.get(client.make_url("/readyz")) as resp:
-                return resp.status == 200
-
-        await wait_until(ready, what="handlers ready", timeout_s=10)
+        client = await serve_ready(
+            create_app(settings, redis=redis), started, "handlers", timeout_s=10
+        )
         return Handlers(client, make_token)
 
     yield start

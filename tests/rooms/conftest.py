@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from services.rooms.app import create_app
@@ -15,9 +15,10 @@ from tests.conftest import (
     ServiceProcess,
     gateway_env,
     launch_service,
+    serve_ready,
     stop_services,
 )
-from tests.helpers import clean_env, free_port, wait_until
+from tests.helpers import clean_env, free_port
 
 
 @dataclass
@@ -51,15 +52,7 @@ async def start_rooms(
         env.setdefault("ROOMS_CONSUMER", f"test-{len(started)}")
         env.setdefault("ROOMS_BLOCK_MS", "100")
         settings = RoomsSettings.from_env(gateway_env(redis_server.url, **env))
-        client = TestClient(TestServer(create_app(settings, redis=redis)))
-        await client.start_server()
-        started.append(client)
-
-        async def ready() -> bool:
-            async with client.session.get(client.make_url("/readyz")) as resp:
-                return resp.status == 200
-
-        await wait_until(ready, what="rooms ready")
+        client = await serve_ready(create_app(settings, redis=redis), started, "rooms")
         return Rooms(client, make_token)
 
     yield start

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from services.streams.app import create_app
@@ -16,9 +16,10 @@ from tests.conftest import (
     RedisProcess,
     ServiceProcess,
     launch_service,
+    serve_ready,
     stop_services,
 )
-from tests.helpers import clean_env, free_port, wait_until
+from tests.helpers import clean_env, free_port
 
 
 def streams_env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -62,15 +63,7 @@ async def start_streams(
 
     async def start(**env: str) -> Streams:
         settings = StreamsSettings.from_env(streams_env(redis_server.url, **env))
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
-        await client.start_server()
-        clients.append(client)
-
-        async def ready() -> bool:
-            async with client.get("/readyz") as r:
-                return r.status == 200
-
-        await wait_until(ready, what="streams ready")
+        client = await serve_ready(create_app(settings), clients, "streams")
         return Streams(client, make_token("alice"))
 
     yield start

@@ -9,13 +9,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from services.streams.app import create_app
 from services.streams.settings import StreamsSettings
-from tests.conftest import SECRET
-from tests.helpers import wait_until
+from tests.conftest import SECRET, serve_ready
 
 DELIM = b"--IMG--"
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
@@ -112,15 +111,7 @@ async def start_frames(
         if key_prefix is not None:
             frames = dataclasses.replace(settings.frames, key_prefix=key_prefix)
             settings = dataclasses.replace(settings, frames=frames)
-        client = TestClient(TestServer(create_app(settings, redis=redis)))
-        await client.start_server()
-        started.append(client)
-
-        async def ready() -> bool:
-            async with client.session.get(client.make_url("/readyz")) as resp:
-                return resp.status == 200
-
-        await wait_until(ready, what="streams ready")
+        client = await serve_ready(create_app(settings, redis=redis), started, "streams")
         return Frames(client, make_token)
 
     yield start
