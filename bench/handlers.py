@@ -13,6 +13,9 @@ records `now - t` when it starts, and a `bench:flush` event makes it write its s
 - rpc: `callers` concurrent callers, each sending its next call when the last was answered,
   for `duration_s`; calls/s and the p50/p99 of XADD-to-reply. With 1 caller it is the latency
   of an idle service.
+- rpc as an application sees it: the Python client (`switchboard_client`) calling through a
+  gateway process (`rpc` op, gateway, `sb:rpc`, the task, the reply channel, the socket), one
+  caller, p50/p99 of `await sb.rpc(...)`.
 
 Targets (issue 5): 5,000 events/s; publish-to-handler p99 < 20 ms; rpc p99 < 10 ms.
 """
@@ -28,6 +31,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import uvloop
 from redis.asyncio import Redis
 
@@ -337,12 +341,59 @@ async def run(args: argparse.Namespace) -> list[Row]:
                         f"max {max(rtts) * 1000:.2f} ms",
                     )
                 )
+            rtts = await _rpc_via_gateway(redis_server.url, args.duration)
+            rows.append(
+                Row(
+                    "rpc p99 through a gateway (Python client)",
+                    f"{_percentile(rtts, 0.99) * 1000:.2f} ms",
+                    "< 10 ms",
+                    f"{len(rtts):,} calls, 1 caller; p50 {_percentile(rtts, 0.5) * 1000:.2f} ms, "
+                    f"max {max(rtts) * 1000:.2f} ms",
+                )
+            )
         finally:
             conn.close()
             await redis.aclose()
             server.stop()
             redis_server.close()
     return rows
+
+
+async def _rpc_via_gateway(redis_url: str, duration_s: float) -> list[float]:
+    """One caller's round trips through a gateway process, timed around the client's call."""
+    from switchboard_client import Switchboard
+
+    port = free_port()
+    gateway = ServerProcess(
+        "switchboard-gateway",
+        python_argv("-m", "services.gateway"),
+        port,
+        env={
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": SECRET,
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_HOST": "127.0.0.1",
+            "LOG_LEVEL": "WARNING",
+            # One connection calls as fast as answers come: above the default 50 commands/s.
+            "GATEWAY_COMMANDS_PER_S": "100000",
+            "GATEWAY_COMMAND_BURST": "100000",
+        },
+    )
+    gateway.start()
+    try:
+        _wait_ready(port)
+        token = jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, SECRET)
+        rtts: list[float] = []
+        async with Switchboard(f"ws://127.0.0.1:{port}/ws", token=token) as sb:
+            await sb.rpc("echo", 0)  # the first call also subscribes the reply channel path
+            end = time.monotonic() + duration_s
+            while time.monotonic() < end:
+                started = time.perf_counter()
+                await sb.rpc("echo", {"n": len(rtts)})
+                rtts.append(time.perf_counter() - started)
+        return rtts
+    finally:
+        gateway.stop()
 
 
 def print_table(rows: list[Row]) -> None:
