@@ -225,7 +225,10 @@ return 0
 """
 )
 
-# ARGV: room, room JSON, push channel. Returns the final version, or -1 when there is no room.
+# ARGV: room, room JSON, push channel, control channel. Returns the final version, or -1 when
+# there is no room. The gateways' `room.deleted` control message goes out right after the push,
+# in the same script: a gateway has forgotten the membership before a member, told by the push,
+# can join the room again.
 DELETE_LUA = (
     _COMMON
     + """
@@ -233,6 +236,7 @@ if redis.call('EXISTS', K_ROOM) == 0 then return -1 end
 local version = redis.call('HINCRBY', K_ROOM, 'version', 1)
 redis.call('PUBLISH', ARGV[3], '\\n{"push":"room","room":' .. ARGV[2] .. ',"version":' .. version
   .. ',"state":null,"people":[],"deleted":true}')
+redis.call('PUBLISH', ARGV[4], '{"op":"room.deleted","room":' .. ARGV[2] .. '}')
 redis.call('DEL', K_ROOM, K_MEMBERS, K_CONNS, K_PEOPLE, K_DONE, K_INFO)
 redis.call('ZREM', K_INDEX, ARGV[1])
 return version

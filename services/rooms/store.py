@@ -403,11 +403,11 @@ class RoomStore:
     async def delete(self, room: str) -> int | None:
         """Delete a room and tell its members; its final version, or None if there was none."""
         version = await self._delete(
-            keys=self._room_keys(room), args=[room, dumps(room), self._push_channel(room)]
+            keys=self._room_keys(room),
+            args=[room, dumps(room), self._push_channel(room), self._keys.control],
         )
         if int(version) < 0:
             return None
-        await self._redis.publish(self._keys.control, dumps({"op": "room.deleted", "room": room}))
         return int(version)
 
 
