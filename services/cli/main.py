@@ -254,18 +254,21 @@ def cmd_streams(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     streams.run(args, environ, mint)
 
 
-def cmd_users(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+def cmd_users(rest: Sequence[str], environ: Mapping[str, str]) -> int:
+    """`switchboard users ...` is the streams service's own command line (its options included,
+    which argparse would not pass through), on the file `switchboard run` gives the service
+    unless STREAMS_USERS_FILE says otherwise."""
     from services.streams.users import main as users_main
 
-    # The file `switchboard run` gives the streams service, unless STREAMS_USERS_FILE says.
     env = dict(environ)
     env.setdefault("STREAMS_USERS_FILE", str(state_dir_from_env(environ) / USERS_FILE))
-    code = users_main(args.rest, env)
-    if code:
-        raise SystemExit(code)
+    return users_main(list(rest), env)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["users"]:
+        return cmd_users(argv[1:], environ)
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run(environ)
@@ -273,7 +276,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
         "ctl": cmd_ctl,
         "token": cmd_token,
         "publish": cmd_publish,
-        "users": cmd_users,
         "subscribe": cmd_channels,
         "history": cmd_channels,
         "presence": cmd_channels,

@@ -1,6 +1,8 @@
 """`switchboard streams list|push|pull` against a real streams service."""
 
+import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.streams.app import create_app
 from services.streams.settings import StreamsSettings
-from tests.cli.test_cli_clients import cli
+from tests.cli.test_cli_clients import REPO, cli
 from tests.conftest import SECRET, gateway_env
 from tests.helpers import clean_env
 
@@ -65,3 +67,31 @@ async def test_a_missing_file_and_an_unreachable_service_are_one_line(streams, t
     env["SWITCHBOARD_STREAMS_URL"] = "http://127.0.0.1:9"
     code, out, err = await cli(env, "streams", "list")
     assert code == 1 and err.count("\n") == 1 and "cannot reach" in err
+
+
+async def test_users_added_by_the_cli_log_in_to_the_streams_service(
+    redis: Any, redis_server: Any, tmp_path: Path
+):
+    users = tmp_path / "users"
+    env = clean_env()
+    for args in (["--file", str(users), "add", "alice"], ["add", "bob"]):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services", "users", *args, cwd=REPO,
+            env={**env, "STREAMS_USERS_FILE": str(users)}, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate(b"s3cret\n")
+        assert proc.returncode == 0, err
+        assert out.decode().startswith(f"user {args[-1]} saved")
+    settings = StreamsSettings.from_env(
+        gateway_env(redis_server.url, STREAMS_USERS_FILE=str(users))
+    )
+    client = TestClient(TestServer(create_app(settings, redis=redis)))
+    await client.start_server()
+    try:
+        for name, password, status in (("alice", "s3cret", 200), ("bob", "s3cret", 200),
+                                       ("alice", "wrong", 401)):  # fmt: skip
+            resp = await client.post("/token", data={"username": name, "password": password})
+            assert resp.status == status, await resp.text()
+    finally:
+        await client.close()
