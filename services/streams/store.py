@@ -74,11 +74,32 @@ def split_ids(path: str) -> list[str]:
     return [check_stream_id(s) for s in ids]
 
 
+# Shared by both scripts: one entry written with its stream's MAXLEN, and MINID trimming after.
+_WRITE_LUA = """
+local function write(k, id, data)
+  local o = 1 + 3 * (k - 1)
+  local maxlen = tonumber(ARGV[o])
+  if maxlen > 0 then
+    local op = ARGV[o + 1] == '1' and '=' or '~'
+    return redis.call('XADD', KEYS[k], 'MAXLEN', op, maxlen, id, 'd', data)
+  end
+  return redis.call('XADD', KEYS[k], id, 'd', data)
+end
+local function trim()
+  for k = 1, #KEYS do
+    local o = 1 + 3 * (k - 1)
+    if ARGV[o + 2] ~= '' then
+      redis.call('XTRIM', KEYS[k], 'MINID', ARGV[o + 1] == '1' and '=' or '~', ARGV[o + 2])
+    end
+  end
+end
+"""
+
 # KEYS: the streams, one each. ARGV: per stream `maxlen exact minid` (3 each), then per entry
 # `stream index, id, data`. Ids are `*`, `ms-*` or `ms-seq`. Checks every explicit id against
 # the stream's top (as XADD would, but before anything is written), then appends all.
 # Returns {1, ids...} or {0, stream index, id, top}.
-_ADD_LUA = """
+_ADD_LUA = _WRITE_LUA + """
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -127,48 +148,21 @@ local out = {1}
 local i = 0
 for e = base, #ARGV, 3 do
   i = i + 1
-  local k = tonumber(ARGV[e])
-  local o = 1 + 3 * (k - 1)
-  local maxlen = tonumber(ARGV[o])
-  if maxlen > 0 then
-    local op = ARGV[o + 1] == '1' and '=' or '~'
-    out[#out + 1] = redis.call('XADD', KEYS[k], 'MAXLEN', op, maxlen, ids[i], 'd', ARGV[e + 2])
-  else
-    out[#out + 1] = redis.call('XADD', KEYS[k], ids[i], 'd', ARGV[e + 2])
-  end
+  out[#out + 1] = write(tonumber(ARGV[e]), ids[i], ARGV[e + 2])
 end
-for k = 1, nk do
-  local o = 1 + 3 * (k - 1)
-  if ARGV[o + 2] ~= '' then
-    redis.call('XTRIM', KEYS[k], 'MINID', ARGV[o + 1] == '1' and '=' or '~', ARGV[o + 2])
-  end
-end
+trim()
 return out
 """
 
 
 # The same append without explicit ids: one command for a batch of small entries, which costs
 # Redis and the client far less than a pipeline of XADDs. KEYS/ARGV as above, every id `*`.
-_APPEND_LUA = """
-local nk = #KEYS
+_APPEND_LUA = _WRITE_LUA + """
 local out = {}
-for e = 1 + 3 * nk, #ARGV, 2 do
-  local k = tonumber(ARGV[e])
-  local o = 1 + 3 * (k - 1)
-  local maxlen = tonumber(ARGV[o])
-  if maxlen > 0 then
-    local op = ARGV[o + 1] == '1' and '=' or '~'
-    out[#out + 1] = redis.call('XADD', KEYS[k], 'MAXLEN', op, maxlen, '*', 'd', ARGV[e + 1])
-  else
-    out[#out + 1] = redis.call('XADD', KEYS[k], '*', 'd', ARGV[e + 1])
-  end
+for e = 1 + 3 * #KEYS, #ARGV, 2 do
+  out[#out + 1] = write(tonumber(ARGV[e]), '*', ARGV[e + 1])
 end
-for k = 1, nk do
-  local o = 1 + 3 * (k - 1)
-  if ARGV[o + 2] ~= '' then
-    redis.call('XTRIM', KEYS[k], 'MINID', ARGV[o + 1] == '1' and '=' or '~', ARGV[o + 2])
-  end
-end
+trim()
 return out
 """
 # Above this average entry size a pipeline of XADDs is cheaper: the script copies its arguments.
