@@ -14,10 +14,12 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from services.gateway.app import create_app
+from services.gateway.runner import GatewayRunner
 from services.gateway.settings import GatewaySettings
 from tests.helpers import Client, clean_env, free_port
 
@@ -185,7 +187,8 @@ async def start_gateway(
 
     async def start(**env: str) -> Gateway:
         settings = GatewaySettings.from_env(gateway_env(redis_server.url, **env))
-        client = await serve_ready(create_app(settings, redis=redis), started, "gateway")
+        app = create_app(settings, redis=redis)
+        client = await serve_ready(app, started, "gateway", server=GatewayTestServer(app))
         return Gateway(client, make_token)
 
     yield start
@@ -193,12 +196,25 @@ async def start_gateway(
         await client.close()
 
 
-async def serve_ready(app: Any, started: list[Any], what: str, timeout_s: float = 5.0) -> Any:
+class GatewayTestServer(TestServer):
+    """aiohttp's test server with the gateway's runner, as `python -m services.gateway` runs."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
+async def serve_ready(
+    app: Any, started: list[Any], what: str, timeout_s: float = 5.0, server: Any = None
+) -> Any:
     """Serve `app` in-process on a real port (added to `started`, for the fixture to close) and
     return its test client once `/readyz` answers 200."""
     from tests.helpers import wait_until
 
-    client: TestClient = TestClient(TestServer(app))  # type: ignore[type-arg]
+    # A new TCP connection per request, as browsers open one per WebSocket: otherwise a socket
+    # could reuse the keep-alive connection of an earlier request (tests/gateway/test_native_ws.py
+    # covers that case on its own).
+    connector = aiohttp.TCPConnector(force_close=True)
+    client: TestClient = TestClient(server or TestServer(app), connector=connector)  # type: ignore[type-arg]
     await client.start_server()
     started.append(client)
 

@@ -39,6 +39,17 @@ async def run_forever(
         backoff = min(backoff * 2, max_backoff_s)
 
 
+_background: set["asyncio.Task[Any]"] = set()
+
+
+def spawn(coro: Awaitable[Any]) -> None:
+    """Run `coro` in the background, holding a reference until it ends (the loop keeps only a
+    weak one, so an unreferenced task can vanish mid-run)."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
 async def cancel_until_done(tasks: Iterable["asyncio.Future[Any]"]) -> None:
     """Cancel, and cancel again until done: redis-py's asyncio client can swallow a cancellation
     that lands inside a command (redis/redis-py#2028); the loop then runs on and a single

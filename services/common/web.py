@@ -1,6 +1,7 @@
 """HTTP plumbing every service shares: JSON errors, health and readiness routes, the runner."""
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -15,8 +16,11 @@ from redis.exceptions import RedisError
 from .errors import BadRequest, InternalError, NotAvailable, ServiceError
 from .logging import configure_logging
 from .settings import load
+from .tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
+
+BACKLOG = 1024  # pending connections the kernel holds while a burst of clients reconnects
 
 ReadyCheck = Callable[[web.Application], Awaitable[dict[str, bool]]]
 
@@ -111,7 +115,9 @@ S = TypeVar("S", bound=ServiceSettings)
 
 
 def serve(
-    from_env: Callable[[Mapping[str, str]], S], create_app: Callable[[S], web.Application]
+    from_env: Callable[[Mapping[str, str]], S],
+    create_app: Callable[[S], web.Application],
+    runner: type[web.AppRunner] = web.AppRunner,
 ) -> None:
     """A service's `__main__`: settings (one line and exit on a bad one) -> logging -> serve."""
     settings = load(from_env)
@@ -121,20 +127,53 @@ def serve(
         host=settings.host,
         port=settings.port,
         shutdown_timeout_s=settings.shutdown_timeout_s,
+        runner=runner,
     )
 
 
-def run(app: web.Application, *, host: str, port: int, shutdown_timeout_s: float) -> None:
-    """Serve `app` on uvloop until SIGTERM/SIGINT; aiohttp then runs on_shutdown and cleanup."""
+def run(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout_s: float,
+    runner: type[web.AppRunner] = web.AppRunner,
+) -> None:
+    """Serve `app` on uvloop until SIGTERM/SIGINT; aiohttp then runs on_shutdown and cleanup.
+
+    `web.run_app` without its fixed runner class (the gateway brings its own)."""
     log.info("listening", extra={"host": host, "port": port})
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        shutdown_timeout=shutdown_timeout_s,
-        loop=uvloop.new_event_loop(),
-        print=None,
-        access_log=None,
-        handle_signals=True,
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve(app, runner, host, port, shutdown_timeout_s))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(main)
+        loop.run_until_complete(cancel_until_done(asyncio.all_tasks(loop)))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+async def _serve(
+    app: web.Application,
+    runner_class: type[web.AppRunner],
+    host: str,
+    port: int,
+    shutdown_timeout_s: float,
+) -> None:
+    runner = runner_class(
+        app, handle_signals=True, shutdown_timeout=shutdown_timeout_s, access_log=None
     )
-    asyncio.set_event_loop(None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, backlog=BACKLOG).start()
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
+    finally:
+        await runner.cleanup()

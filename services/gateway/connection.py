@@ -1,4 +1,10 @@
-"""One client WebSocket: identity, subscriptions, outbox, rate limit and token expiry."""
+"""One client WebSocket: identity, subscriptions, outbox, rate limit and token expiry.
+
+`ClientConnection` is what commands, the hub and the node see; how bytes reach the socket and
+how it closes is its subclasses' part: `NativeConnection` (services/gateway/native_ws.py, a
+plain asyncio Protocol, the usual case) and `AiohttpConnection` below (a keep-alive HTTP
+connection that upgrades later, served by aiohttp's WebSocketResponse).
+"""
 
 import asyncio
 import json
@@ -12,12 +18,15 @@ from aiohttp import web
 from services.common.auth import Claims
 from services.common.channels import Namespace
 from services.common.errors import CloseCode
+from services.common.tasks import spawn
 
 from .hub import Outbox
 from .settings import Limits
 from .wire import text_frame
 
 log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 2.0  # how long a closing socket waits for the peer's close frame
 
 
 class TokenBucket:
@@ -63,18 +72,10 @@ class ClientConnection:
         "rpcs",
         "subscriptions",
         "transport",
-        "ws",
     )
 
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        outbox: Outbox,
-        limits: Limits,
-    ) -> None:
+    def __init__(self, transport: asyncio.Transport, outbox: Outbox, limits: Limits) -> None:
         self.id = uuid.uuid4().hex[:16]
-        self.ws = ws
         self.transport = transport
         self.outbox = outbox
         self.out: list[bytes] = []
@@ -95,6 +96,11 @@ class ClientConnection:
     @property
     def user(self) -> str:
         return self.claims.user if self.claims else ""
+
+    @property
+    def peer_close_code(self) -> int | None:
+        """The code of the client's close frame, if it sent one."""
+        raise NotImplementedError
 
     def send(self, payload: bytes) -> None:
         """Queue one encoded JSON object as its own text frame."""
@@ -131,11 +137,38 @@ class ClientConnection:
         self.closing = True
         self.close_code = int(code)
         self.outbox.flush_peer(self)
-        _spawn(self._close(code, reason))
+        self._send_close(code, reason)
+
+    def _send_close(self, code: CloseCode, reason: str) -> None:
+        """Send the close frame; drop the TCP connection if the peer does not answer it."""
+        raise NotImplementedError
+
+
+class AiohttpConnection(ClientConnection):
+    """A socket served by aiohttp's WebSocketResponse (see the module docstring)."""
+
+    __slots__ = ("ws",)
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        outbox: Outbox,
+        limits: Limits,
+    ) -> None:
+        super().__init__(transport, outbox, limits)
+        self.ws = ws
+
+    @property
+    def peer_close_code(self) -> int | None:
+        return self.ws.close_code
+
+    def _send_close(self, code: CloseCode, reason: str) -> None:
+        spawn(self._close(code, reason))
 
     async def _close(self, code: CloseCode, reason: str) -> None:
         try:
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self.ws.close(code=int(code), message=reason.encode())
         except (TimeoutError, ConnectionError):
             # A stalled reader never reads our close frame: drop the TCP connection.
@@ -144,12 +177,3 @@ class ClientConnection:
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-_background: set[asyncio.Task[None]] = set()
-
-
-def _spawn(coro: Any) -> None:
-    task = asyncio.ensure_future(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)

@@ -162,6 +162,19 @@ class GatewayNode:
         await check_not_revoked(self.revocations, claims.jti)
         return claims
 
+    async def admit(self, authorization: str, cookie: str | None) -> Claims | None:
+        """Checks before a WebSocket upgrade, so that a bad token gets an HTTP error and no
+        socket: the token of an `Authorization: Bearer` header, else of Zou's cookie; None
+        when there is neither (the client then sends `connect`)."""
+        if self.shutting_down:
+            raise NotAvailable("shutting down")
+        token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else cookie
+        if not token:
+            return None
+        claims = await self.authenticate(token)
+        self.check_connection_limit(claims.user)
+        return claims
+
     def check_connection_limit(self, user: str) -> None:
         if len(self.by_user.get(user, ())) >= self.settings.limits.max_connections_per_user:
             raise LimitExceeded("too many connections for this user")
@@ -209,7 +222,7 @@ class GatewayNode:
         conn.closing = True
         # The server's own code when it closed (the peer's reply may carry another, e.g. 1000);
         # else the peer's; 1006 when the peer vanished without a close frame.
-        code = conn.close_code or conn.ws.close_code or 1006
+        code = conn.close_code or conn.peer_close_code or 1006
         self.close_codes[code] = self.close_codes.get(code, 0) + 1
         self.connections.pop(conn.id, None)
         users = self.by_user.get(conn.user)

@@ -13,12 +13,11 @@ from services.common.channels import Namespace
 from services.common.errors import (
     BadRequest,
     CloseCode,
-    NotAvailable,
     ServiceError,
 )
 from services.common.web import json_body, json_errors
 
-from .connection import ClientConnection
+from .connection import AiohttpConnection
 from .keys import commands_key, node_key
 from .node import GatewayNode
 from .socketio_server import socketio_key
@@ -29,27 +28,18 @@ routes = web.RouteTableDef()
 VERSION = "0.1.0"
 
 
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return request.cookies.get("access_token_cookie")
-
-
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
+    """/ws on a connection that made other requests first (keep-alive). A connection whose first
+    request is the upgrade is served by services/gateway/native_ws.py instead, the same way but
+    with less memory per socket; both run the same commands."""
     # Not wrapped in `json_errors`: its frame would stay suspended on every idle socket.
     node = request.app[node_key]
     limits = node.settings.limits
-    claims = None
     try:
-        if node.shutting_down:
-            raise NotAvailable("shutting down")
-        token = _bearer(request)
-        if token:
-            # Verified before the upgrade: a bad token gets an HTTP error and no socket.
-            claims = await node.authenticate(token)
-            node.check_connection_limit(claims.user)
+        claims = await node.admit(
+            request.headers.get("Authorization", ""), request.cookies.get("access_token_cookie")
+        )
     except ServiceError as exc:
         return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
     # Pings and pongs are ours (autoping off, no aiohttp heartbeat): the node's sweep pings
@@ -62,14 +52,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     assert request.transport is not None
-    conn = ClientConnection(ws, request.transport, node.outbox, limits)
+    conn = AiohttpConnection(ws, request.transport, node.outbox, limits)
     node.accept(conn)
     if claims is not None:
         node.attach(conn, claims)
     commands = request.app[commands_key]
     clock = asyncio.get_running_loop().time
     try:
-        # Inline rather than a helper coroutine: one frame less held by every idle socket.
         async for msg in ws:
             conn.last_seen = clock()
             kind = msg.type

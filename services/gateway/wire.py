@@ -25,6 +25,11 @@ def text_frame(payload: bytes) -> bytes:
     return _header(_FIN_TEXT, len(payload)) + payload
 
 
+def control_frame(opcode: int, payload: bytes) -> bytes:
+    """A ping (0x89) or pong (0x8A) frame; control payloads are at most 125 bytes."""
+    return _header(opcode, len(payload)) + payload
+
+
 def close_frame(code: int, reason: str) -> bytes:
     payload = struct.pack("!H", code) + reason.encode()[:123]
     return _header(_FIN_CLOSE, len(payload)) + payload
