@@ -114,9 +114,10 @@ class RawWebSocket:
             if opcode == OP_CLOSE:
                 raise EOFError(f"close frame {payload!r}")
 
-    async def send_frame(self, opcode: int, payload: bytes) -> None:
+    async def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
+        """One masked frame; `fin=False` starts or continues a fragmented message."""
         mask = os.urandom(4)
-        head = bytes((0x80 | opcode,))
+        head = bytes(((0x80 if fin else 0) | opcode,))
         n = len(payload)
         if n < 126:
             head += bytes((0x80 | n,))
