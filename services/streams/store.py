@@ -99,7 +99,9 @@ end
 # `stream index, id, data`. Ids are `*`, `ms-*` or `ms-seq`. Checks every explicit id against
 # the stream's top (as XADD would, but before anything is written), then appends all.
 # Returns {1, ids...} or {0, stream index, id, top}.
-_ADD_LUA = _WRITE_LUA + """
+_ADD_LUA = (
+    _WRITE_LUA
+    + """
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -153,11 +155,14 @@ end
 trim()
 return out
 """
+)
 
 
 # The same append without explicit ids: one command for a batch of small entries, which costs
 # Redis and the client far less than a pipeline of XADDs. KEYS/ARGV as above, every id `*`.
-_APPEND_LUA = _WRITE_LUA + """
+_APPEND_LUA = (
+    _WRITE_LUA
+    + """
 local out = {}
 for e = 1 + 3 * #KEYS, #ARGV, 2 do
   out[#out + 1] = write(tonumber(ARGV[e]), '*', ARGV[e + 1])
@@ -165,6 +170,7 @@ end
 trim()
 return out
 """
+)
 # Above this average entry size a pipeline of XADDs is cheaper: the script copies its arguments.
 SCRIPT_MAX_AVG_BYTES = 16 * 1024
 
