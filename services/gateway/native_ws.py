@@ -214,6 +214,7 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
     __slots__ = (
         "_close_timer",
         "_draining",
+        "_lost",
         "_peer_code",
         "_queue",
         "_reader",
@@ -235,6 +236,7 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
         # aiohttp refuses a frame whose size *equals* max_msg_size; the setting is inclusive.
         self._reader = WebSocketReader(self._queue, limits.max_message_bytes + 1, False, True)
         self._draining = False
+        self._lost = False
         self._peer_code: int | None = None
         self._close_timer: asyncio.TimerHandle | None = None
 
@@ -256,8 +258,11 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._close_timer is not None:
             self._close_timer.cancel()
+        self._lost = True
         self._reader.feed_eof()
-        spawn(self.commands.node.detach(self))
+        if not self._draining:
+            spawn(self.commands.node.detach(self))
+        # else the command in flight finishes first (a subscribe must not outlive the detach)
 
     # Flow control asked for by aiohttp's queue when parsed frames pile up.
     def pause_reading(self) -> None:
@@ -304,6 +309,8 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
                     commands.bad_frame(self, "binary frames are not accepted")
         finally:
             self._draining = False
+            if self._lost:
+                spawn(self.commands.node.detach(self))
 
     def _peer_closed(self, code: int) -> None:
         """The client's close frame: answer it (unless it answers ours) and close."""

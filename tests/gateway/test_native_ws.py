@@ -5,7 +5,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import struct
 
 import aiohttp
@@ -191,10 +190,33 @@ async def test_broken_framing_closes_with_its_code_and_others_go_on(
 
 async def test_a_client_that_vanishes_mid_handshake_leaves_nothing(gw: Gateway) -> None:
     port = gw.http.port
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(upgrade_request(port, gw.make_token("alice"))[:30])
-    sock.close()
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(upgrade_request(port, gw.make_token("alice"))[:30])
+    await writer.drain()
+    writer.close()
     bystander = await gw.connect("carol")
     await bystander.ok("subscribe", channel="news")
     await still_delivers(gw, bystander)
     assert kinds(gw) == [NativeConnection]
+
+
+async def test_sockets_gone_right_after_a_subscribe_leave_nothing_behind(gw: Gateway) -> None:
+    """No subscriber and no presence entry (added at the end of the subscribe) outlives a socket
+    that closed while its subscribe was on its way."""
+    node = gw.app[node_key]
+    port = gw.http.port
+    for i in range(20):
+        channel = f"news-{i}"  # a new channel each time: the subscribe waits for Redis
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(upgrade_request(port, gw.make_token("alice")))
+        await reader.readuntil(b"\r\n\r\n")  # the 101
+        frame = json.dumps({"id": 1, "op": "subscribe", "channel": channel}).encode()
+        writer.write(masked(OP_TEXT, frame))
+        await writer.drain()
+        writer.close()  # gone at once, while the subscribe is in flight
+    await wait_until(lambda: not node.connections, what="every socket detached")
+    await asyncio.sleep(0.2)
+    assert [node.hub.subscribers(f"news-{i}") for i in range(20)] == [0] * 20
+    for i in range(20):
+        status, body = await gw.api("GET", "/api/presence", params={"channel": f"news-{i}"})
+        assert (status, body) == (200, {"clients": {}}), i
