@@ -55,6 +55,11 @@ PREVIEW_ROOMS = "preview:"  # services/gateway/preview_rooms.py
 Command = dict[str, Any]
 
 
+def _expire(future: "asyncio.Future[Any]") -> None:
+    if not future.done():
+        future.set_exception(NotAvailable("the rooms service did not answer in time"))
+
+
 class RoomLink:
     """Sends room commands and resolves each with the reply the rooms service publishes."""
 
@@ -74,7 +79,10 @@ class RoomLink:
         self.replies_connected = replies_connected  # whether a reply can reach us now
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
-        self._batch: tuple[list[RoomCommand], asyncio.Future[None]] | None = None
+        # The commands of this loop turn, and who waits on them: a call's future fails if the
+        # XADD does (its reply resolves it); a send's also resolves once the XADD is done.
+        self._queued: list[RoomCommand] = []
+        self._waiters: list[tuple[asyncio.Future[Any], bool]] = []
         self._writes: set[asyncio.Task[None]] = set()
 
     def command(self, op: str, room: str, conn: ClientConnection, **fields: Any) -> RoomCommand:
@@ -89,20 +97,23 @@ class RoomLink:
         )
 
     async def call(self, command: RoomCommand) -> dict[str, Any]:
-        """Send `command`, return its result; raise the error the rooms service answered."""
+        """Send `command`, return its result; raise the error the rooms service answered.
+
+        One future per call, failed by the XADD or resolved by the reply, and one timer: this
+        runs for every room update, so no shield, no timeout context, no batch future."""
         if not self.replies_connected():
             # The answer could not reach us: say so now rather than after the timeout.
             raise NotAvailable("temporarily unavailable")
         req = str(next(self._ids))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[req] = future
+        timer = loop.call_later(self.settings.timeout_s, _expire, future)
         try:
-            await self._send([replace(command, req=req)])
-            async with asyncio.timeout(self.settings.timeout_s):
-                reply = await future
-        except TimeoutError:
-            raise NotAvailable("the rooms service did not answer in time") from None
+            self._enqueue(loop, [replace(command, req=req)], future, written=False)
+            reply = await future
         finally:
+            timer.cancel()
             self._pending.pop(req, None)
         if "error" in reply:
             raise error_from(reply["error"])
@@ -110,31 +121,39 @@ class RoomLink:
         return result
 
     async def send(self, commands: list[RoomCommand]) -> None:
-        """Send commands nobody waits for (the leaves of a closed socket)."""
+        """Send commands nobody waits for (the leaves of a closed socket); return once written."""
         if commands:
-            await self._send(commands)
+            loop = asyncio.get_running_loop()
+            written: asyncio.Future[None] = loop.create_future()
+            self._enqueue(loop, commands, written, written=True)
+            await written
 
-    async def _send(self, commands: list[RoomCommand]) -> None:
+    def _enqueue(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        commands: list[RoomCommand],
+        waiter: "asyncio.Future[Any]",
+        *,
+        written: bool,
+    ) -> None:
         """Queue commands for the XADD of this loop turn: the commands of every socket read in
         one turn go to Redis in one round trip (one plain XADD when there is only one)."""
-        batch = self._batch
-        if batch is None:
-            loop = asyncio.get_running_loop()
-            batch = self._batch = ([], loop.create_future())
-            # Retrieved even when every waiter was cancelled: no "never retrieved" warning.
-            batch[1].add_done_callback(lambda f: f.cancelled() or f.exception())
+        if not self._queued:
             loop.call_soon(self._write_batch)
-        batch[0].extend(commands)
-        await asyncio.shield(batch[1])
+        self._queued.extend(commands)
+        self._waiters.append((waiter, written))
 
     def _write_batch(self) -> None:
-        batch, self._batch = self._batch, None
-        if batch is not None:
-            task = asyncio.ensure_future(self._write(*batch))
+        commands, waiters = self._queued, self._waiters
+        self._queued, self._waiters = [], []
+        if commands:
+            task = asyncio.ensure_future(self._write(commands, waiters))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
-    async def _write(self, commands: list[RoomCommand], done: asyncio.Future[None]) -> None:
+    async def _write(
+        self, commands: list[RoomCommand], waiters: list[tuple[asyncio.Future[Any], bool]]
+    ) -> None:
         try:
             if len(commands) == 1:  # the common case: a plain command costs less than a pipeline
                 await self._redis.xadd(
@@ -154,9 +173,13 @@ class RoomLink:
                         )
                     await pipe.execute()
         except Exception as exc:  # every waiter of the batch gets it (RedisError, mostly)
-            done.set_exception(exc)
+            for waiter, _ in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
         else:
-            done.set_result(None)
+            for waiter, written in waiters:
+                if written and not waiter.done():
+                    waiter.set_result(None)
 
     def on_reply(self, data: bytes) -> None:
         """Subscriber callback for this node's reply channel."""
