@@ -95,6 +95,9 @@ class GatewayNode:
         self._tasks: set[asyncio.Task[None]] = set()
         # Pub/sub channels that are not channels of the hub (`/zeph` rooms): channel -> callback.
         self.listeners: dict[bytes, Callable[[bytes], None]] = {}
+        # Called once the pub/sub link is back after an outage (what was published meanwhile
+        # never reached this process): each part of the gateway catches its sockets up.
+        self.reconnect_hooks: list[Callable[[], None]] = []
 
     # -- messages from Redis ---------------------------------------------------------------
 
@@ -138,6 +141,8 @@ class GatewayNode:
     def _on_reconnect(self) -> None:
         self.redis_reconnects += 1
         self.hub.resync()
+        for hook in self.reconnect_hooks:
+            hook()
         task = asyncio.create_task(
             resync_rooms(self.rooms, list(self.connections.values())), name="rooms-resync"
         )

@@ -423,6 +423,32 @@ class PreviewRooms:
             self._deliver(room, _people_body(room, push.get("people") or []).encode())
         return True
 
+    def resync(self) -> None:
+        """After a pub/sub outage the room events of that time never reached this gateway: send
+        each local audience the room as it is now, `room-people-updated` then `room-updated`
+        (as after a join). Relays of that time (annotations, panzoom) are not state: lost."""
+        rooms = [(room, next(iter(socks))) for room, socks in self.audience.items() if socks]
+        task = asyncio.ensure_future(self._resync_all(rooms))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resync_all(self, rooms: list[tuple[str, "SioSocket"]]) -> None:
+        await asyncio.gather(*(self._resync(room, sock) for room, sock in rooms))
+
+    async def _resync(self, room: str, sock: "SioSocket") -> None:
+        try:
+            snapshot = await self.node.rooms.call(self._command("get", room, sock))
+        except (ServiceError, RedisError) as exc:
+            log.warning("preview room not resynced", extra={"room": room, "error": repr(exc)})
+            return
+        people = snapshot.get("people", [])
+        version = snapshot.get("version")
+        if isinstance(version, int):
+            self._versions[room] = max(self._versions.get(room, 0), version)
+        self._deliver(room, _people_body(room, people).encode())
+        body = _dumps([EVENT + "room-updated", render(snapshot.get("state") or {}, people)])
+        self._deliver(room, body.encode())
+
     def _deliver(self, room: str, body: bytes) -> None:
         """One Socket.IO packet, encoded once, to every local socket that opened `room`."""
         socks = self.audience.get(room)

@@ -165,6 +165,7 @@ class SocketIOEndpoint:
             downstream(channel, data)
 
         node.subscriber.on_message = on_message
+        node.reconnect_hooks.append(self.previews.resync)
         node.subscriber.keep([self._zou_key] + ([bridge] if bridge else []))
 
     async def close_all(self, _: web.Application | None = None) -> None:

@@ -11,6 +11,7 @@ import socketio
 from aiohttp import web
 
 from services.common.errors import ErrorCode
+from services.gateway.keys import node_key
 from services.gateway.preview_rooms import EMPTY_ROOM, render, whitelist
 from services.gateway.socketio_server import socketio_key
 from tests.helpers import wait_until
@@ -450,3 +451,32 @@ async def test_a_second_join_of_one_socket_gets_both_events_as_with_zou(gateway,
         assert (await alice.expect(PEOPLE))["people"] == ["alice"]
         assert (await alice.expect(UPDATED))["people"] == ["alice"]
     await alice.nothing()
+
+
+async def test_after_a_pubsub_outage_the_audience_gets_the_room_as_it_is(
+    start_gateway, rooms, kitsu
+):
+    a, b = await start_gateway(), await start_gateway()
+    alice, bob = await kitsu(a, "alice"), await kitsu(b, "bob")
+    for client in (alice, bob):
+        await client.emit("open-playlist", {"playlist_id": "pl11"})
+        await client.emit("join", {**JOIN, "user_id": client.user, "playlist_id": "pl11"})
+    await wait_until(
+        lambda: all(
+            gw.app[socketio_key].sockets[c.client.get_sid(NS)].joined
+            for gw, c in ((a, alice), (b, bob))
+        ),
+        what="both in the room",
+    )
+    await asyncio.sleep(0.3)
+    while not alice.events.empty():
+        alice.events.get_nowait()
+    # Alice's gateway loses its pub/sub link a while; bob's update meanwhile never reaches it.
+    a.app[node_key].subscriber._protocol.transport.abort()
+    await bob.emit("room-updated", {**JOIN, "playlist_id": "pl11", "current_frame": 99})
+    people = await alice.expect(PEOPLE, timeout_s=5.0)
+    assert people == {"people": ["alice", "bob"], "playlist_id": "pl11", "id": "pl11"}
+    updated = await alice.expect(UPDATED)
+    assert "only_newcomer" not in updated
+    assert updated["current_frame"] == 99 and updated["people"] == ["alice", "bob"]
+    assert a.app[node_key].redis_reconnects == 1
