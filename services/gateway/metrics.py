@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from .commands import Commands
     from .node import GatewayNode
+    from .socketio_server import SocketIOEndpoint
 
 
 class GatewayMetrics:
@@ -25,6 +26,34 @@ class GatewayMetrics:
 
     def watch(self, node: "GatewayNode", commands: "Commands") -> None:
         self._registry.register(_Live(node, commands))
+
+    def watch_socketio(self, endpoint: "SocketIOEndpoint") -> None:
+        self._registry.register(_SocketIO(endpoint))
+
+
+class _SocketIO(Collector):
+    """The Socket.IO endpoint (Kitsu, gazu), read when scraped."""
+
+    def __init__(self, endpoint: "SocketIOEndpoint") -> None:
+        self._endpoint = endpoint
+
+    def collect(self) -> Iterator[Metric]:
+        endpoint = self._endpoint
+        yield GaugeMetricFamily(
+            "switchboard_gateway_socketio_connections",
+            "Authenticated Socket.IO sockets on /events.",
+            len(endpoint.sockets),
+        )
+        yield CounterMetricFamily(
+            "switchboard_gateway_socketio_events_sent",
+            "Socket.IO events sent to sockets (broadcast events, preview-room events).",
+            endpoint.events_sent,
+        )
+        yield GaugeMetricFamily(
+            "switchboard_gateway_preview_rooms",
+            "Preview rooms with at least one local socket that opened them.",
+            sum(1 for socks in endpoint.previews.audience.values() if socks),
+        )
 
 
 class _Live(Collector):

@@ -38,7 +38,7 @@ from services.common.tasks import supervised
 
 from .engineio_ws import Link, OutboxWebSocket
 from .hub import Outbox, Peer
-from .keys import node_key
+from .keys import metrics_key, node_key
 from .node import GatewayNode
 from .preview_rooms import PreviewRooms
 from .settings import GatewaySettings
@@ -402,6 +402,7 @@ def setup_socketio(app: web.Application, settings: GatewaySettings) -> None:
 async def _endpoint_ctx(app: web.Application) -> AsyncIterator[None]:
     endpoint = app[socketio_key]
     endpoint.start(app[node_key])
+    app[metrics_key].watch_socketio(endpoint)
     try:
         yield
     finally:

@@ -106,6 +106,43 @@ async def test_root_answers_as_zou_and_stats_count_socketio_sockets(start_gatewa
     await native.close()
 
 
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample in Prometheus' text format."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_metrics_count_socketio_sockets_events_and_preview_rooms(start_gateway, listen):
+    gw = await start_gateway()
+    alice, bob = await listen(gw, "alice"), await listen(gw, "bob")
+
+    async def metrics() -> str:
+        async with gw.http.session.get(gw.url("/metrics")) as resp:
+            return await resp.text()
+
+    for n in range(3):
+        await publish(gw, "task:new", {"n": n})
+    for listener in (alice, bob):
+        assert [(await listener.next())[1] for _ in range(3)] == [{"n": n} for n in range(3)]
+    text = await metrics()
+    assert metric(text, "switchboard_gateway_socketio_connections") == 2
+    assert metric(text, "switchboard_gateway_socketio_events_sent_total") == 6
+    assert metric(text, "switchboard_gateway_preview_rooms") == 0
+    # The audience of a preview room counts once its channels are subscribed (no rooms service
+    # runs here: the room's people are never sent, the room is counted all the same).
+    await alice.client.emit("preview-room:open-playlist", {"playlist_id": "pl1"}, namespace=NS)
+    await wait_until(
+        lambda: metrics_has(gw, "switchboard_gateway_preview_rooms 1.0"), what="one preview room"
+    )
+
+
+async def metrics_has(gw: Any, line: str) -> bool:
+    async with gw.http.session.get(gw.url("/metrics")) as resp:
+        return line in (await resp.text()).splitlines()
+
+
 @pytest.mark.parametrize("how", ["header", "cookie", "auth"])
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 async def test_every_way_to_authenticate_on_every_transport(start_gateway, listen, how, transport):
