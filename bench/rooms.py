@@ -105,8 +105,16 @@ async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Resu
     gateways: list[ServerProcess] = []
     clients: list[RoomClient] = []
     try:
+        # Each member sends rate / (rooms x members) updates per second: with few rooms that is
+        # over the default command rate limit (50/s per connection), raised to twice that.
+        per_member = spec.rate / (spec.rooms * spec.members)
+        limits = {
+            "GATEWAY_COMMANDS_PER_S": str(max(50.0, 2 * per_member)),
+            "GATEWAY_COMMAND_BURST": str(max(100, int(4 * per_member))),
+        }
         for n in range(GATEWAYS):
-            gateways.append(target.start_gateway(redis.url, f"switchboard-rooms-gw{n + 1}"))
+            name = f"switchboard-rooms-gw{n + 1}"
+            gateways.append(target.start_gateway(redis.url, name, limits))
         tally, answers = Tally(), Tally()
         clients = await _join_all(target, gateways, tally, answers, spec)
         await _warm_up(clients, tally, answers)

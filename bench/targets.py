@@ -304,10 +304,13 @@ class SwitchboardTarget(Target):
     def start(self, redis_url: str) -> ServerProcess:
         return self.start_gateway(redis_url, self.name)
 
-    def start_gateway(self, redis_url: str, name: str) -> ServerProcess:
+    def start_gateway(
+        self, redis_url: str, name: str, extra_env: dict[str, str] | None = None
+    ) -> ServerProcess:
         """One gateway process; several may share Redis (`name` names its log file)."""
         port = free_port()
         env = {
+            **(extra_env or {}),
             "REDIS_URL": redis_url,
             "SECRET_KEY": self.secret,
             "GATEWAY_HOST": "127.0.0.1",
