@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from .channels import Namespace
+from .compact_json import dumpb
 from .events import EVENTS_MAXLEN, event_fields
 from .redis import Keys
 
@@ -154,7 +155,7 @@ def parse_offset(offset: str | bytes) -> tuple[int, int]:
 
 
 def encode_data(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return dumpb(data)
 
 
 def _new_epoch() -> str:

@@ -66,6 +66,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .compact_json import dumps
 from .errors import BadRequest, MethodNotFound
 
 NAMESPACE = "room"
@@ -102,10 +103,6 @@ def check_version(value: object) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise BadRequest("version must be a non-negative integer")
     return value
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)

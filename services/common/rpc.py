@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from .compact_json import dumps
 from .errors import ServiceError
 
 CONSUMER_GROUP: Final = "handlers"
@@ -32,7 +33,7 @@ class RpcCall:
     claims: dict[str, Any] = field(default_factory=dict)  # the caller's token claims
 
     def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        return dumps(asdict(self))
 
     @classmethod
     def decode(cls, raw: bytes | str) -> "RpcCall":
@@ -45,8 +46,8 @@ class RpcCall:
 
 
 def reply_ok(req: str, result: Any) -> str:
-    return json.dumps({"req": req, "result": result}, separators=(",", ":"), ensure_ascii=False)
+    return dumps({"req": req, "result": result})
 
 
 def reply_error(req: str, error: ServiceError) -> str:
-    return json.dumps({"req": req, "error": error.to_dict()}, separators=(",", ":"))
+    return dumps({"req": req, "error": error.to_dict()})

@@ -7,7 +7,6 @@ connection that upgrades later, served by aiohttp's WebSocketResponse).
 """
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -17,6 +16,7 @@ from aiohttp import web
 
 from services.common.auth import Claims
 from services.common.channels import Namespace
+from services.common.compact_json import dumpb as _dumps
 from services.common.errors import CloseCode
 from services.common.tasks import spawn
 
@@ -173,7 +173,3 @@ class AiohttpConnection(ClientConnection):
         except (TimeoutError, ConnectionError):
             # A stalled reader never reads our close frame: drop the TCP connection.
             self.transport.abort()
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

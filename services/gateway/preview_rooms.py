@@ -36,6 +36,7 @@ import aiohttp
 from engineio import packet as eio_packet  # type: ignore[import-untyped]  # no type hints
 from redis.exceptions import RedisError
 
+from services.common.compact_json import dumps
 from services.common.errors import NotSubscribed, ServiceError
 from services.common.rooms import RoomCommand, check_room, room_channel
 
@@ -138,7 +139,7 @@ def render(state: dict[str, Any], people: list[str]) -> dict[str, Any]:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return dumps(value)
 
 
 def _room_of(data: Any, default: str) -> str | None:

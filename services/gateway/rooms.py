@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from services.common.bus import Position
 from services.common.channels import Namespaces
+from services.common.compact_json import dumps
 from services.common.errors import (
     AlreadySubscribed,
     BadRequest,
@@ -38,7 +39,6 @@ from services.common.rooms import (
     check_object,
     check_room,
     check_version,
-    dumps,
     room_channel,
 )
 

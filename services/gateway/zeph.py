@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
 from services.common.auth import Claims, TokenRevoked
+from services.common.compact_json import dumps
 from services.common.errors import (
     BadRequest,
     CloseCode,
@@ -52,7 +53,7 @@ RENEW_S: Final = 10.0
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return dumps(obj)
 
 
 class ZephSocket:

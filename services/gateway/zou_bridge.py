@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from services.common.compact_json import dumps
+
 from .zou import (
     EVENT_HEAD,
     NAMESPACE,
@@ -46,7 +48,7 @@ class ZouBridge:
             # delivers it to whom it concerns in this process.
             endpoint._spawn(self._emit_locally(emit))
             return
-        body = json.dumps([emit.event, *emit.args], separators=(",", ":"), ensure_ascii=False)
+        body = dumps([emit.event, *emit.args])
         endpoint.fanout(EVENT_HEAD + body.encode()[1:], emit.project_id, emit.skip_sids)
         if endpoint.node.hub.subscribers(ZOU_CHANNEL):
             # Native subscribers of zou:events get it live too (no offset: not in history).

@@ -8,13 +8,13 @@ time) do not reach the handlers: the bridge has no id to replay them by.
 """
 
 import asyncio
-import json
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from redis.exceptions import RedisError
 
 from services.common.bus import Bus
+from services.common.compact_json import dumpb
 
 if TYPE_CHECKING:
     from .node import GatewayNode
@@ -67,7 +67,7 @@ class ZouEventWriter:
         if not self.holder:
             return
         data = args[0] if len(args) == 1 else args
-        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        body = dumpb(data)
         task = asyncio.ensure_future(self._append(event, body))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

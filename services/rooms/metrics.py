@@ -33,6 +33,17 @@ class RoomsMetrics:
             registry=registry,
         )
 
+        # Labelled children looked up once: `labels()` costs more than the count itself, and
+        # every command is observed.
+        self._counted: dict[tuple[str, str], Counter] = {}
+        self._timed: dict[str, Histogram] = {}
+
     def observe(self, op: str, outcome: str, seconds: float) -> None:
-        self.commands.labels(op, outcome).inc()
-        self.apply_seconds.labels(op).observe(seconds)
+        counter = self._counted.get((op, outcome))
+        if counter is None:
+            counter = self._counted[op, outcome] = self.commands.labels(op, outcome)
+        counter.inc()
+        timer = self._timed.get(op)
+        if timer is None:
+            timer = self._timed[op] = self.apply_seconds.labels(op)
+        timer.observe(seconds)

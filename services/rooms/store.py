@@ -21,6 +21,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from services.common.compact_json import dumps
 from services.common.errors import (
     Conflict,
     LimitExceeded,
@@ -29,7 +30,7 @@ from services.common.errors import (
     ServiceError,
 )
 from services.common.redis import Keys
-from services.common.rooms import RoomCommand, dumps, merge_patch, room_channel
+from services.common.rooms import RoomCommand, merge_patch, room_channel
 
 from .scripts import DELETE_LUA, JOIN_LUA, LEAVE_LUA, REAP_LUA, UPDATES_LUA
 

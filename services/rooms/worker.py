@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.common.compact_json import dumps
 from services.common.errors import InternalError, ServiceError
 from services.common.groups import ensure_group, group_backlog, read_entries
 from services.common.redis import Keys
-from services.common.rooms import RoomCommand, dumps, reply_to
+from services.common.rooms import RoomCommand, reply_to
 
 from .store import Outcome, RoomStore
 
