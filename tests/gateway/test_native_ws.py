@@ -10,6 +10,7 @@ import struct
 import aiohttp
 import pytest
 
+from services.gateway import native_ws
 from services.gateway.connection import AiohttpConnection
 from services.gateway.keys import node_key
 from services.gateway.native_ws import NativeConnection
@@ -220,3 +221,17 @@ async def test_sockets_gone_right_after_a_subscribe_leave_nothing_behind(gw: Gat
     for i in range(20):
         status, body = await gw.api("GET", "/api/presence", params={"channel": f"news-{i}"})
         assert (status, body) == (200, {"clients": {}}), i
+
+
+async def test_a_request_head_that_never_ends_is_dropped(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(native_ws, "HEAD_TIMEOUT_S", 0.3)
+    port = gw.http.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(upgrade_request(port, gw.make_token("alice"))[:-4])  # no blank line
+    await writer.drain()
+    async with asyncio.timeout(3.0):
+        assert await reader.read() == b""  # closed, nothing answered
+    writer.close()
+    assert not kinds(gw)
