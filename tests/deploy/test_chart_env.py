@@ -159,6 +159,19 @@ def test_the_preview_rooms_access_url_is_rendered_only_when_set(tmp_path: Path) 
     assert settings.zou.room_access_url == ""
 
 
+def test_the_zou_settings_reach_the_gateway(tmp_path: Path) -> None:
+    from services.gateway.settings import GatewaySettings
+
+    zou = {"zouBridge": False, "zouBridgeChannel": "zou-events", "zouProjectScoping": True}
+    docs = render({"gateway": {"settings": zou}}, tmp_path)
+    settings = GatewaySettings.from_env(environment(docs, "gateway", tmp_path)).zou
+    assert (settings.bridge, settings.bridge_channel, settings.project_scoping) == (
+        False,
+        "zou-events",
+        True,
+    )
+
+
 def test_chart_defaults_are_the_services_defaults(tmp_path: Path) -> None:
     """The chart sets the tuning knobs explicitly; with default values it must not change them."""
     from services.gateway.settings import GatewaySettings
@@ -169,6 +182,7 @@ def test_chart_defaults_are_the_services_defaults(tmp_path: Path) -> None:
     chart = GatewaySettings.from_env(environment(docs, "gateway", tmp_path))
     service = GatewaySettings.from_env(bare)
     assert chart.limits == service.limits
+    assert chart.zou == service.zou
     assert (chart.heartbeat_s, chart.node_report_s) == (service.heartbeat_s, service.node_report_s)
     assert chart.shutdown_timeout_s == service.shutdown_timeout_s
     assert chart.redis == service.redis

@@ -191,6 +191,12 @@ Names are exactly the ones the services' settings read (tests/deploy checks it).
 - name: ROOM_ACCESS_URL
   value: {{ $s.roomAccessUrl | quote }}
 {{- end }}
+- name: ZOU_BRIDGE
+  value: {{ $s.zouBridge | quote }}
+- name: ZOU_BRIDGE_CHANNEL
+  value: {{ $s.zouBridgeChannel | quote }}
+- name: ZOU_PROJECT_SCOPING
+  value: {{ $s.zouProjectScoping | quote }}
 {{- end }}
 {{- if eq .component "rooms" }}
 {{- $s := $v.settings }}
