@@ -176,8 +176,12 @@ async def check_not_revoked(revocations: RevocationList, jti: str | None) -> Non
 
 def bearer_token(request: web.Request) -> str:
     """The token of an `Authorization: Bearer` header ("" without one)."""
-    header = request.headers.get("Authorization", "")
-    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+    return bearer_of(request.headers.get("Authorization", ""))
+
+
+def bearer_of(authorization: str) -> str:
+    """The token of an `Authorization` header's value if it is `Bearer <token>`, else ""."""
+    return authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
 
 
 async def require_scope(

@@ -22,6 +22,7 @@ from services.common.auth import (
     Claims,
     RevocationList,
     TokenVerifier,
+    bearer_of,
     check_not_revoked,
 )
 from services.common.bus import Bus, Position
@@ -173,7 +174,7 @@ class GatewayNode:
         when there is neither (the client then sends `connect`)."""
         if self.shutting_down:
             raise NotAvailable("shutting down")
-        token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else cookie
+        token = bearer_of(authorization) or cookie
         if not token:
             return None
         claims = await self.authenticate(token)

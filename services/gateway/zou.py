@@ -20,6 +20,8 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from services.common.auth import bearer_token
+
 NAMESPACE = "/events"
 ZOU_CHANNEL = "zou:events"
 # Names a Socket.IO client reserves for itself: an event so named would confuse it.
@@ -104,9 +106,9 @@ def handshake_token(request: web.Request, auth: Any) -> str | None:
     token = request.cookies.get("access_token_cookie")
     if token:
         return token
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
+    token = bearer_token(request)
+    if token:
+        return token
     if isinstance(auth, dict) and isinstance(auth.get("token"), str):
         return cast(str, auth["token"])
     return None
