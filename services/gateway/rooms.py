@@ -55,6 +55,15 @@ PREVIEW_ROOMS = "preview:"  # services/gateway/preview_rooms.py
 Command = dict[str, Any]
 
 
+# Each command its own entry, as if sent one by one; ARGV[1] is MAXLEN (approximate).
+XADD_ALL_LUA = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'c', ARGV[i])
+end
+return #ARGV - 1
+"""
+
+
 def _expire(future: "asyncio.Future[Any]") -> None:
     if not future.done():
         future.set_exception(NotAvailable("the rooms service did not answer in time"))
@@ -84,6 +93,7 @@ class RoomLink:
         self._queued: list[RoomCommand] = []
         self._waiters: list[tuple[asyncio.Future[Any], bool]] = []
         self._writes: set[asyncio.Task[None]] = set()
+        self._xadd_all = redis.register_script(XADD_ALL_LUA)
 
     def command(self, op: str, room: str, conn: ClientConnection, **fields: Any) -> RoomCommand:
         return RoomCommand(
@@ -155,23 +165,17 @@ class RoomLink:
         self, commands: list[RoomCommand], waiters: list[tuple[asyncio.Future[Any], bool]]
     ) -> None:
         try:
-            if len(commands) == 1:  # the common case: a plain command costs less than a pipeline
+            if len(commands) == 1:  # the common case: a plain XADD
                 await self._redis.xadd(
                     self._keys.rooms_cmd,
                     {"c": commands[0].encode()},
                     maxlen=STREAM_MAXLEN,
                     approximate=True,
                 )
-            else:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for command in commands:
-                        pipe.xadd(
-                            self._keys.rooms_cmd,
-                            {"c": command.encode()},
-                            maxlen=STREAM_MAXLEN,
-                            approximate=True,
-                        )
-                    await pipe.execute()
+            else:  # one command for the batch: a pipeline costs the client more
+                args: list[int | str] = [STREAM_MAXLEN]
+                args += (command.encode() for command in commands)
+                await self._xadd_all(keys=[self._keys.rooms_cmd], args=args)
         except Exception as exc:  # every waiter of the batch gets it (RedisError, mostly)
             for waiter, _ in waiters:
                 if not waiter.done():
