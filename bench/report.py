@@ -32,6 +32,7 @@ WORKLOAD_TITLES = {
     "idle": "{connections:,} idle connections",
     "sio": "socket.io /events x 1,000 sockets",
     "rooms": "rooms, 2 gateways, 50 per room",
+    "room": "1 room, 2 gateways, 50 members",
 }
 
 
@@ -76,6 +77,14 @@ ROWS = [
     Row("rooms", "rooms_cpu_us_per_update", "rooms service CPU us/update", False, 1),
     Row("rooms", "redis_cpu_us_per_update", "redis CPU us/update", False, 1),
     Row("rooms", "lost", "lost pushes", False, 0),
+    Row("room", "updates_per_s", "room updates/s (higher is better)", True, 0),
+    Row("room", "pushes_per_s", "pushes received/s (higher is better)", True, 0),
+    Row("room", "p50_ms", "p50 update-to-receive ms", False, 2),
+    Row("room", "p99_ms", "p99 update-to-receive ms", False, 2),
+    Row("room", "gateways_cpu_us_per_update", "2 gateways' CPU us/update", False, 1),
+    Row("room", "rooms_cpu_us_per_update", "rooms service CPU us/update", False, 1),
+    Row("room", "redis_cpu_us_per_update", "redis CPU us/update", False, 1),
+    Row("room", "lost", "lost pushes", False, 0),
 ]
 
 # The issue's targets for Switchboard: (workload, metric, limit, text, kind). Kind "max": the
@@ -89,6 +98,8 @@ TARGETS = [
     ("sio", "deliveries_per_s", 2.0, ">= 2x python-socketio's deliveries/s on /events", "ratio"),
     ("rooms", "updates_per_s", 5000.0, ">= 5,000 room updates/s", "min"),
     ("rooms", "p99_ms", 10.0, "room update p99 < 10 ms", "max"),
+    ("room", "updates_per_s", 5000.0, ">= 5,000 room updates/s, one room", "min"),
+    ("room", "p99_ms", 10.0, "room update p99 < 10 ms, one room", "max"),
 ]
 
 
