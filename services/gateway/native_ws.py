@@ -39,7 +39,7 @@ from services.common.tasks import spawn
 from .commands import Commands
 from .connection import CLOSE_TIMEOUT_S, ClientConnection
 from .node import GatewayNode
-from .wire import close_frame, control_frame
+from .wire import close_frame, pong_frame
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ _HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 16 * 1024
 HEAD_TIMEOUT_S = 10.0  # a /ws request whose head does not arrive in time is dropped
 _READ_LIMIT = 2**16  # bytes of parsed frames queued before reading pauses (aiohttp's default)
-_PONG = 0x8A
 _NO_STATUS = 1005  # RFC 6455 7.4.1: what a close frame without a code counts as
 
 
@@ -301,7 +300,7 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
                         return
                 elif kind is WSMsgType.PING:
                     if not self.transport.is_closing():
-                        self.transport.write(control_frame(_PONG, msg.data))
+                        self.transport.write(pong_frame(msg.data))
                 elif kind is WSMsgType.CLOSE:
                     self._peer_closed(msg.data)
                     return

@@ -41,6 +41,7 @@ from services.common.rooms import (
     check_version,
     room_channel,
 )
+from services.common.tasks import spawn
 
 from .connection import ClientConnection
 from .settings import RoomLinkSettings
@@ -92,7 +93,6 @@ class RoomLink:
         # XADD does (its reply resolves it); a send's also resolves once the XADD is done.
         self._queued: list[RoomCommand] = []
         self._waiters: list[tuple[asyncio.Future[Any], bool]] = []
-        self._writes: set[asyncio.Task[None]] = set()
         self._xadd_all = redis.register_script(XADD_ALL_LUA)
 
     def command(self, op: str, room: str, conn: ClientConnection, **fields: Any) -> RoomCommand:
@@ -157,9 +157,7 @@ class RoomLink:
         commands, waiters = self._queued, self._waiters
         self._queued, self._waiters = [], []
         if commands:
-            task = asyncio.ensure_future(self._write(commands, waiters))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            spawn(self._write(commands, waiters))
 
     async def _write(
         self, commands: list[RoomCommand], waiters: list[tuple[asyncio.Future[Any], bool]]

@@ -8,6 +8,7 @@ import struct
 
 _FIN_TEXT = 0x81
 _FIN_CLOSE = 0x88
+_FIN_PONG = 0x8A
 
 PING_FRAME = b"\x89\x00"  # unmasked ping, no payload: the same bytes for every socket
 
@@ -25,9 +26,9 @@ def text_frame(payload: bytes) -> bytes:
     return _header(_FIN_TEXT, len(payload)) + payload
 
 
-def control_frame(opcode: int, payload: bytes) -> bytes:
-    """A ping (0x89) or pong (0x8A) frame; control payloads are at most 125 bytes."""
-    return _header(opcode, len(payload)) + payload
+def pong_frame(payload: bytes) -> bytes:
+    """The answer to a client's ping, with its payload (at most 125 bytes, as the ping's)."""
+    return _header(_FIN_PONG, len(payload)) + payload
 
 
 def close_frame(code: int, reason: str) -> bytes:
