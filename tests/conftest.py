@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -237,6 +238,10 @@ class ServiceProcess:
 
     proc: subprocess.Popen[str]
     port: int
+    log: Path  # its stdout and stderr: a file, so that a chatty service never blocks on a pipe
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -256,20 +261,22 @@ async def launch_service(module: str, env: dict[str, str], port: int) -> Service
     """Start `python -m <module>` and return once its /readyz answers 200."""
     from tests.helpers import wait_until
 
+    fd, log = tempfile.mkstemp(prefix=f"{module}-", suffix=".log")
     # Popen returns at once (no waiting): the process is polled for readiness below.
-    proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", module],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    service = ServiceProcess(proc, port)
+    with os.fdopen(fd, "w") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", module],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    service = ServiceProcess(proc, port, Path(log))
 
     async def ready() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"{module} exited: {proc.stdout.read() if proc.stdout else ''}")
+            raise AssertionError(f"{module} exited: {service.output()}")
         try:
             async with aiohttp.ClientSession() as s, s.get(service.url("/readyz")) as r:
                 return r.status == 200
@@ -289,8 +296,7 @@ def stop_services(services: list[ServiceProcess]) -> None:
         if service.proc.poll() is None:
             service.proc.kill()
         service.proc.wait()
-        if service.proc.stdout:
-            service.proc.stdout.close()
+        service.log.unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -165,7 +165,7 @@ async def test_sigterm_closes_sockets_with_1012_and_exits_within_the_grace_perio
             code = await asyncio.to_thread(gp.proc.wait, grace_s)
         except Exception as exc:
             raise AssertionError(f"still running {grace_s}s after SIGTERM") from exc
-        assert code == 0, gp.proc.stdout.read() if gp.proc.stdout else code
+        assert code == 0, gp.output()
         assert time.monotonic() - started < grace_s
 
         # The mute socket was told too, before the connection went.
