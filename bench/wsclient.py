@@ -248,10 +248,13 @@ class WsClient(asyncio.Protocol):
         key = self.ts_key
         at = buf.find(key, start, end)
         while at >= 0:
+            # The send time is an integer followed by "," or "}": found in C, not by a loop
+            # over its digits (this runs for every delivery while latencies are recorded).
             value_start = at + len(key)
-            value_end = value_start
-            while value_end < end and buf[value_end] in b" 0123456789":
-                value_end += 1
+            comma, brace = buf.find(b",", value_start, end), buf.find(b"}", value_start, end)
+            value_end = brace if comma < 0 or 0 <= brace < comma else comma
+            if value_end < 0:
+                value_end = end
             record.append(now - int(buf[value_start:value_end]))
             at = buf.find(key, value_end, end)
 

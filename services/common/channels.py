@@ -72,11 +72,18 @@ DEFAULT_NAMESPACES: dict[str, Namespace] = {
 }
 
 
+def usable_name(name: str) -> bool:
+    """No whitespace, control character or brace: braces would break a Redis key's hash tag,
+    the rest an unambiguous channel name. (A character that is not printable or is a space is
+    exactly one that `isspace()` or not `isprintable()`; this checks the string in C.)"""
+    return name.isprintable() and " " not in name and "{" not in name and "}" not in name
+
+
 def split_channel(channel: object) -> tuple[str, str]:
     """`chat:room1` -> (`chat`, `room1`); validates the name."""
     if not isinstance(channel, str) or not 0 < len(channel) <= MAX_CHANNEL_LENGTH:
         raise UnknownChannel(f"channel must be a string of 1-{MAX_CHANNEL_LENGTH} characters")
-    if any(c.isspace() or not c.isprintable() or c in "{}" for c in channel):
+    if not usable_name(channel):
         raise UnknownChannel("channel contains whitespace, control characters or braces")
     namespace, sep, name = channel.partition(":")
     if not sep:

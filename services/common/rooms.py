@@ -66,10 +66,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .channels import usable_name
 from .compact_json import dumps
 from .errors import BadRequest, MethodNotFound
 
 NAMESPACE = "room"
+COMMAND_GROUP = "rooms"  # the consumer group of the rooms service on `sb:rooms:cmd`
 OPS = ("join", "leave", "get", "update")
 MAX_ROOM_LENGTH = 128
 STREAM_MAXLEN = 100_000
@@ -81,8 +83,7 @@ def check_room(room: object) -> str:
     """A room id, or a BadRequest saying what is wrong with it."""
     if not isinstance(room, str) or not 0 < len(room) <= MAX_ROOM_LENGTH:
         raise BadRequest(f"room must be a string of 1-{MAX_ROOM_LENGTH} characters")
-    # Braces would break the key's hash tag; the rest would make an invalid channel name.
-    if any(c.isspace() or not c.isprintable() or c in "{}" for c in room):
+    if not usable_name(room):
         raise BadRequest("room must not contain whitespace, control characters or braces")
     return room
 
@@ -122,11 +123,12 @@ class RoomCommand:
     info: dict[str, Any] | None = None
     reset: bool = False
 
-    def encode(self) -> str:
+    def encode(self, req: str = "") -> str:
+        """The entry's JSON; `req` (if any) replaces the command's request id."""
         body: dict[str, Any] = {"op": self.op, "room": self.room, "conn": self.conn}
         body.update(user=self.user, gw=self.gw)
-        if self.req:
-            body["req"] = self.req
+        if req := req or self.req:
+            body["req"] = req
         if self.state is not None:
             body["state"] = self.state
         if self.patch is not None:

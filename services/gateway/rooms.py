@@ -13,7 +13,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -21,7 +20,7 @@ from redis.exceptions import RedisError
 
 from services.common.bus import Position
 from services.common.channels import Namespaces
-from services.common.compact_json import dumps
+from services.common.compact_json import dumpb, dumps
 from services.common.errors import (
     AlreadySubscribed,
     BadRequest,
@@ -65,6 +64,10 @@ return #ARGV - 1
 """
 
 
+_REQ = b'{"req":"'  # how a reply starts: {"req":"<id>","result":{...}} or ,"error":{...}}
+_RESULT = b'"result":'
+
+
 def _expire(future: "asyncio.Future[Any]") -> None:
     if not future.done():
         future.set_exception(NotAvailable("the rooms service did not answer in time"))
@@ -87,11 +90,11 @@ class RoomLink:
         self.node_id = node_id
         self.settings = settings
         self.replies_connected = replies_connected  # whether a reply can reach us now
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
         self._ids = itertools.count(1)
-        # The commands of this loop turn, and who waits on them: a call's future fails if the
-        # XADD does (its reply resolves it); a send's also resolves once the XADD is done.
-        self._queued: list[RoomCommand] = []
+        # The commands of this loop turn (encoded), and who waits on them: a call's future fails
+        # if the XADD does (its reply resolves it); a send's also resolves once the XADD is done.
+        self._queued: list[str] = []
         self._waiters: list[tuple[asyncio.Future[Any], bool]] = []
         self._xadd_all = redis.register_script(XADD_ALL_LUA)
 
@@ -107,7 +110,13 @@ class RoomLink:
         )
 
     async def call(self, command: RoomCommand) -> dict[str, Any]:
-        """Send `command`, return its result; raise the error the rooms service answered.
+        """Send `command`, return its result; raise the error the rooms service answered."""
+        result: dict[str, Any] = json.loads(await self.call_raw(command))
+        return result
+
+    async def call_raw(self, command: RoomCommand) -> bytes:
+        """Send `command`, return its result as the rooms service encoded it (a native client
+        gets it as is); raise the error the rooms service answered.
 
         One future per call, failed by the XADD or resolved by the reply, and one timer: this
         runs for every room update, so no shield, no timeout context, no batch future."""
@@ -116,32 +125,31 @@ class RoomLink:
             raise NotAvailable("temporarily unavailable")
         req = str(next(self._ids))
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        future: asyncio.Future[bytes] = loop.create_future()
         self._pending[req] = future
         timer = loop.call_later(self.settings.timeout_s, _expire, future)
         try:
-            self._enqueue(loop, [replace(command, req=req)], future, written=False)
-            reply = await future
+            self._enqueue(loop, [command.encode(req)], future, written=False)
+            body = await future
         finally:
             timer.cancel()
             self._pending.pop(req, None)
-        if "error" in reply:
-            raise error_from(reply["error"])
-        result: dict[str, Any] = reply["result"]
-        return result
+        if body.startswith(_RESULT):
+            return body[len(_RESULT) :]
+        raise error_from(json.loads(b"{" + body + b"}")["error"])
 
     async def send(self, commands: list[RoomCommand]) -> None:
         """Send commands nobody waits for (the leaves of a closed socket); return once written."""
         if commands:
             loop = asyncio.get_running_loop()
             written: asyncio.Future[None] = loop.create_future()
-            self._enqueue(loop, commands, written, written=True)
+            self._enqueue(loop, [command.encode() for command in commands], written, written=True)
             await written
 
     def _enqueue(
         self,
         loop: asyncio.AbstractEventLoop,
-        commands: list[RoomCommand],
+        commands: list[str],
         waiter: "asyncio.Future[Any]",
         *,
         written: bool,
@@ -160,20 +168,18 @@ class RoomLink:
             spawn(self._write(commands, waiters))
 
     async def _write(
-        self, commands: list[RoomCommand], waiters: list[tuple[asyncio.Future[Any], bool]]
+        self, commands: list[str], waiters: list[tuple[asyncio.Future[Any], bool]]
     ) -> None:
         try:
             if len(commands) == 1:  # the common case: a plain XADD
                 await self._redis.xadd(
                     self._keys.rooms_cmd,
-                    {"c": commands[0].encode()},
+                    {"c": commands[0]},
                     maxlen=STREAM_MAXLEN,
                     approximate=True,
                 )
             else:  # one command for the batch: a pipeline costs the client more
-                args: list[int | str] = [STREAM_MAXLEN]
-                args += (command.encode() for command in commands)
-                await self._xadd_all(keys=[self._keys.rooms_cmd], args=args)
+                await self._xadd_all(keys=[self._keys.rooms_cmd], args=[STREAM_MAXLEN, *commands])
         except Exception as exc:  # every waiter of the batch gets it (RedisError, mostly)
             for waiter, _ in waiters:
                 if not waiter.done():
@@ -184,15 +190,23 @@ class RoomLink:
                     waiter.set_result(None)
 
     def on_reply(self, data: bytes) -> None:
-        """Subscriber callback for this node's reply channel."""
-        try:
-            reply = json.loads(data)
-            future = self._pending.get(reply["req"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("malformed room reply ignored")
-            return
+        """Subscriber callback for this node's reply channel: hands the waiting call the body
+        of the reply, `"result":...` or `"error":...`, without decoding it."""
+        end = data.find(b'",', len(_REQ)) if data.startswith(_REQ) and data.endswith(b"}") else -1
+        if end >= 0:
+            req, body = data[len(_REQ) : end].decode(), data[end + 2 : -1]
+        else:  # not as the rooms service writes them: read it the long way
+            try:
+                reply = json.loads(data)
+                req = reply["req"]
+                key = "result" if "result" in reply else "error"
+                body = b'"' + key.encode() + b'":' + dumpb(reply[key])
+            except (ValueError, KeyError, TypeError):
+                log.warning("malformed room reply ignored")
+                return
+        future = self._pending.get(req)
         if future is not None and not future.done():
-            future.set_result(reply)
+            future.set_result(body)
 
     async def renew(self, members: dict[str, list[str]]) -> None:
         """Push the heartbeat deadline of every member of this node, in one round trip."""
@@ -236,25 +250,29 @@ class RoomCommands:
             if namespace.has_history:  # a configuration gave the namespace history
                 hub.go_live(channel, conn, Position("", ""))
             info = self.node.presence_info(conn)
-            result = await self.link.call(
+            result = await self.link.call_raw(
                 self.link.command("join", room, conn, state=state, info=info)
             )
         except BaseException:
             conn.rooms.discard(room)
             hub.leave(channel, conn)
             raise
-        conn.reply(cmd.get("id"), result)
+        conn.reply_raw(cmd.get("id"), result)
 
     async def leave(self, conn: ClientConnection, cmd: Command) -> None:
         room = check_room(cmd.get("room"))
         if room not in conn.rooms:
             raise NotSubscribed(f"not in room {room!r}")
         self._forget(conn, room)
-        conn.reply(cmd.get("id"), await self.link.call(self.link.command("leave", room, conn)))
+        conn.reply_raw(
+            cmd.get("id"), await self.link.call_raw(self.link.command("leave", room, conn))
+        )
 
     async def get(self, conn: ClientConnection, cmd: Command) -> None:
         room = check_room(cmd.get("room"))
-        conn.reply(cmd.get("id"), await self.link.call(self.link.command("get", room, conn)))
+        conn.reply_raw(
+            cmd.get("id"), await self.link.call_raw(self.link.command("get", room, conn))
+        )
 
     async def update(self, conn: ClientConnection, cmd: Command) -> None:
         room = _native_room(cmd.get("room"))
@@ -266,13 +284,13 @@ class RoomCommands:
             raise NotSubscribed(f"not in room {room!r}: join it first")
         command = self.link.command("update", room, conn, patch=patch, version=version)
         try:
-            result = await self.link.call(command)
+            result = await self.link.call_raw(command)
         except NotSubscribed:
             # The rooms service no longer counts this socket in (reaped, room deleted):
             # forget the room here too, so that a new `room.join` works.
             self._forget(conn, room)
             raise
-        conn.reply(cmd.get("id"), result)
+        conn.reply_raw(cmd.get("id"), result)
 
     def _forget(self, conn: ClientConnection, room: str) -> None:
         conn.rooms.discard(room)

@@ -140,31 +140,44 @@ return {'ok', version}
 """
 )
 
-# A run of updates of one room, merged in Python against the version read (see store.py).
-# ARGV: now, room, room JSON, idle ms, push channel, version read, then 6 per command:
-#   kind ('u' changes the state, 's' changes nothing, 'e' is refused), entry, reply channel,
-#   req JSON ('' = no reply), then for 'u' the new state JSON and the patch JSON, for 'e' the
-#   error JSON and ''.
-# Returns {'ok', final version} or {'retry', 0} when the version moved since the read.
+# A run of updates of one room, merged in Python against a version read or remembered (see
+# store.py). KEYS: the room's 7, then the command stream. ARGV: now, room, room JSON, idle ms,
+# push channel, version the merge started from, the stream's group, then 7 per command:
+#   kind ('u' changes the state, 's' changes nothing, 'e' is refused, 'd' was applied before:
+#   only acked), entry, conn (the merge took it for a member: checked; '' = no check), reply
+#   channel, req JSON ('' = no reply), then for 'u' the new state JSON and the patch JSON, for
+#   'e' the error JSON and ''.
+# Nothing is written unless the room is still at that version, each checked conn is a member and
+# no entry (but a 'd') was applied already; else returns {'retry', 0}: merge again from a read.
+# Otherwise every entry is acked here, with the change: returns {'ok', final version}.
 UPDATES_LUA = (
     _COMMON
     + """
 local now, room, room_json = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 if redis.call('HGET', K_ROOM, 'version') ~= ARGV[6] then return {'retry', 0} end
+for i = 8, #ARGV, 7 do
+  if ARGV[i] ~= 'd' then
+    local conn = ARGV[i + 2]
+    if conn ~= '' and not redis.call('ZSCORE', K_MEMBERS, conn) then return {'retry', 0} end
+    if seen(ARGV[i + 1]) then return {'retry', 0} end
+  end
+end
 local push = ARGV[5]
 local version = tonumber(ARGV[6])
 local state = redis.call('HGET', K_ROOM, 'state')
 local people = people_json()  -- updates do not change who is in the room
 local applied = false
-for i = 7, #ARGV, 6 do
-  local kind, entry, reply, req = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+local acks = {}
+for i = 8, #ARGV, 7 do
+  local kind, entry, reply, req = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
+  acks[#acks + 1] = entry
   if kind == 'e' then
     if req ~= '' then
-      redis.call('PUBLISH', reply, '{"req":' .. req .. ',"error":' .. ARGV[i + 4] .. '}')
+      redis.call('PUBLISH', reply, '{"req":' .. req .. ',"error":' .. ARGV[i + 5] .. '}')
     end
-  else
+  elseif kind ~= 'd' then
     if kind == 'u' then
-      state = ARGV[i + 4]
+      state = ARGV[i + 5]
       version = version + 1
     end
     if req ~= '' then
@@ -173,7 +186,7 @@ for i = 7, #ARGV, 6 do
     end
     if kind == 'u' then
       redis.call('PUBLISH', push, '\\n{"push":"room","room":' .. room_json .. ',"version":'
-        .. version .. ',"patch":' .. ARGV[i + 5] .. ',"people":' .. people .. '}')
+        .. version .. ',"patch":' .. ARGV[i + 6] .. ',"people":' .. people .. '}')
     end
     redis.call('ZADD', K_DONE, now, entry)
     applied = true
@@ -185,6 +198,9 @@ end
 if applied then
   redis.call('ZREMRANGEBYSCORE', K_DONE, '-inf', now - DONE_WINDOW_MS)
   settle(room, now, tonumber(ARGV[4]))
+end
+for j = 1, #acks, 1000 do
+  redis.call('XACK', KEYS[8], ARGV[7], unpack(acks, j, math.min(j + 999, #acks)))
 end
 return {'ok', version}
 """.replace("DONE_WINDOW_MS", str(DONE_WINDOW_MS))

@@ -6,7 +6,11 @@ a round trip. Updates are therefore read, merged here and written by a script th
 room is still at the version read (compare-and-set, read and merged again otherwise): the same
 guarantee as WATCH/MULTI, without a connection pinned to the WATCH. A batch's updates go
 together: one pipelined read of all their rooms, one pipelined script per room that writes the
-room's whole run of updates. Joins and leaves need no merge and are one script each.
+room's whole run of updates and acks its entries. The replica remembers the state it last wrote
+for a room, so that a busy room's next batch is merged from it without the read: one round trip,
+with the script checking what the read would have (version, membership, entries not applied
+yet) and asking for the read when anything moved. Joins and leaves need no merge and are one
+script each.
 
 Every script that changes a room also bumps its version, publishes the push on the room's
 channel and the reply to the gateway, and records the command's stream entry id, all
@@ -30,11 +34,12 @@ from services.common.errors import (
     ServiceError,
 )
 from services.common.redis import Keys
-from services.common.rooms import RoomCommand, merge_patch, room_channel
+from services.common.rooms import COMMAND_GROUP, RoomCommand, merge_patch, room_channel
 
 from .scripts import DELETE_LUA, JOIN_LUA, LEAVE_LUA, REAP_LUA, UPDATES_LUA
 
 CAS_ATTEMPTS = 100  # an update that loses this many races in a row gets error 108
+KNOWN_CHARS = 4 * 1024 * 1024  # JSON of the room states remembered between batches, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +64,28 @@ class Outcome:
 Settled = tuple[str, "Outcome | ServiceError"]
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A room's state at a version: as read, or as this replica wrote it."""
+
+    version: int
+    state: Any
+    raw: str  # `state` as JSON
+
+
 @dataclass(slots=True)
 class _Plan:
     """A room's run of updates, merged: the script's arguments and each command's outcome."""
 
-    version: int  # the version read, which the script checks
+    start: int  # the version merged from, which the script checks
+    end: _Known  # the room once the script ran
     args: list[str] = field(default_factory=list)
     outcomes: list[Settled] = field(default_factory=list)
 
-    def add(self, kind: str, entry: str, reply: list[str], a: str = "", b: str = "") -> None:
-        self.args += [kind, entry, *reply, a, b]
+    def add(
+        self, kind: str, entry: str, conn: str, reply: list[str], a: str = "", b: str = ""
+    ) -> None:
+        self.args += [kind, entry, conn, *reply, a, b]
 
 
 class RoomStore:
@@ -83,6 +100,9 @@ class RoomStore:
         self._updates = redis.register_script(UPDATES_LUA)
         self._reap = redis.register_script(REAP_LUA)
         self._delete = redis.register_script(DELETE_LUA)
+        # Rooms as this replica last wrote them, least recently written first.
+        self._known: dict[str, _Known] = {}
+        self._known_chars = 0
 
     def _room_keys(self, room: str) -> list[str]:
         k = self._keys
@@ -107,6 +127,7 @@ class RoomStore:
     async def join(self, cmd: RoomCommand, entry: str, now_ms: int) -> Outcome:
         state = dumps(cmd.state if cmd.state is not None else {})
         self._check_size(state)
+        self.forget(cmd.room)
         status, value = await self._join(
             keys=self._room_keys(cmd.room),
             args=[
@@ -133,6 +154,7 @@ class RoomStore:
         return Outcome(int(value), duplicate=status == b"dup")
 
     async def leave(self, cmd: RoomCommand, entry: str, now_ms: int) -> Outcome:
+        self.forget(cmd.room)
         status, value = await self._leave(
             keys=self._room_keys(cmd.room),
             args=[
@@ -154,23 +176,34 @@ class RoomStore:
     async def update_runs(
         self, runs: Mapping[str, Sequence[tuple[RoomCommand, str]]], now_ms: int
     ) -> dict[str, list[Settled]]:
-        """Apply runs of updates, each a room's consecutive updates in stream order.
+        """Apply runs of updates, each a room's consecutive updates in stream order; every
+        entry settled here is acked too.
 
-        One pipelined read of every room, the patches merged here one after another, then one
-        pipelined script per room that writes them all and checks the room is still at the
-        version read (compare-and-set; a room that moved is read and merged again). Two round
-        trips for a whole batch, whatever the number of rooms and updates in it.
+        A room this replica wrote last is merged from what it wrote; the others are read, all in
+        one pipeline, and merged. Then one pipelined script per room writes its run, checking
+        the room is still as merged from (compare-and-set; a room that moved is read and merged
+        again). One round trip for a busy room's batch, two when it must be read.
         """
         settled: dict[str, list[Settled]] = {}
         refused: list[tuple[RoomCommand, str, ServiceError]] = []
         pending = dict(runs)
         for _ in range(CAS_ATTEMPTS):
-            plans = await self._plan(pending)
+            plans = {
+                room: self._merge(room, run, known)
+                for room, run in pending.items()
+                if (known := self._known.get(room)) is not None
+            }
+            unread = {room: run for room, run in pending.items() if room not in plans}
+            if unread:
+                plans.update(await self._plan(unread))
             replies = await self._write_plans(plans, now_ms) if plans else []
             for (room, plan), (status, _) in zip(plans.items(), replies, strict=True):
-                if status != b"retry":
+                if status == b"retry":
+                    self.forget(room)
+                else:
                     settled[room] = plan.outcomes
                     del pending[room]
+                    self._remember(room, plan.end)
             for room in [room for room in pending if room not in plans]:
                 # No room (any more): nobody can be a member of it.
                 gone = NotSubscribed(f"not a member of room {room!r}: join it first")
@@ -184,16 +217,30 @@ class RoomStore:
         await self._refuse(refused)
         return settled
 
+    def _remember(self, room: str, known: _Known) -> None:
+        self.forget(room)
+        self._known[room] = known
+        self._known_chars += len(known.raw)
+        while self._known_chars > KNOWN_CHARS:
+            self.forget(next(iter(self._known)))
+
+    def forget(self, room: str) -> None:
+        """Merge the room's next updates from a read (it changed, or may have, elsewhere)."""
+        known = self._known.pop(room, None)
+        if known is not None:
+            self._known_chars -= len(known.raw)
+
     async def _refuse(self, refused: Sequence[tuple[RoomCommand, str, ServiceError]]) -> None:
-        """Reply with each error, in one round trip."""
-        answered = [(cmd, exc) for cmd, _, exc in refused if cmd.req and cmd.gw]
-        if not answered:
+        """Reply with each error and ack the entries, in one round trip."""
+        if not refused:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for cmd, exc in answered:
-                pipe.publish(
-                    self._keys.reply(cmd.gw), dumps({"req": cmd.req, "error": exc.to_dict()})
-                )
+            for cmd, _, exc in refused:
+                if cmd.req and cmd.gw:
+                    pipe.publish(
+                        self._keys.reply(cmd.gw), dumps({"req": cmd.req, "error": exc.to_dict()})
+                    )
+            pipe.xack(self._keys.rooms_cmd, COMMAND_GROUP, *(entry for _, entry, _ in refused))
             await pipe.execute()
 
     async def _write_plans(self, plans: Mapping[str, "_Plan"], now_ms: int) -> list[Any]:
@@ -207,14 +254,16 @@ class RoomStore:
                         keys = self._room_keys(room)
                         pipe.evalsha(
                             self._updates.sha,
-                            len(keys),
+                            len(keys) + 1,
                             *keys,
+                            self._keys.rooms_cmd,
                             now_ms,
                             room,
                             dumps(room),
                             self.limits.idle_ttl_ms,
                             self._push_channel(room),
-                            plan.version,
+                            plan.start,
+                            COMMAND_GROUP,
                             *plan.args,
                         )
                     return await pipe.execute()
@@ -239,28 +288,34 @@ class RoomStore:
         for index, (room, run) in enumerate(runs.items()):
             (raw_state, raw_version), members, done = replies[3 * index : 3 * index + 3]
             if raw_version is not None:
-                plans[room] = self._merge(room, run, raw_state, int(raw_version), members, done)
+                raw = raw_state.decode()
+                read = _Known(int(raw_version), json.loads(raw), raw)
+                plans[room] = self._merge(room, run, read, members, done)
         return plans
 
     def _merge(
         self,
         room: str,
         run: Sequence[tuple[RoomCommand, str]],
-        raw_state: bytes,
-        version: int,
-        members: list[float | None],
-        done: list[float | None],
+        start: _Known,
+        members: Sequence[float | None] | None = None,
+        done: Sequence[float | None] | None = None,
     ) -> "_Plan":
-        plan = _Plan(version)
-        current_raw = raw_state.decode()
-        current = json.loads(current_raw)
-        for (cmd, entry), member, seen in zip(run, members, done, strict=True):
+        """Merge a run from `start`. Membership and entries applied before come from a read;
+        without one, each command is taken for a member's, not applied yet, and the script
+        checks that (and asks for the read when wrong)."""
+        version, current, current_raw = start.version, start.state, start.raw
+        plan = _Plan(version, start)
+        for index, (cmd, entry) in enumerate(run):
             assert cmd.patch is not None
-            if seen is not None:  # applied before (redelivered): its reply went out then
+            if done is not None and done[index] is not None:
+                # Applied before (redelivered): its reply went out then; acked now.
+                plan.add("d", entry, "", ["", ""])
                 plan.outcomes.append((entry, Outcome(version, duplicate=True)))
                 continue
+            reply = self._reply_args(cmd)
             try:
-                if member is None:
+                if members is not None and members[index] is None:
                     raise NotSubscribed(f"not a member of room {room!r}: join it first")
                 if cmd.version is not None and cmd.version != version:
                     raise Conflict(
@@ -271,18 +326,20 @@ class RoomStore:
                 merged = merge_patch(current, cmd.patch)
                 merged_raw = dumps(merged)
                 if merged_raw == current_raw:
-                    plan.add("s", entry, self._reply_args(cmd))
+                    plan.add("s", entry, cmd.conn, reply)
                     plan.outcomes.append((entry, Outcome(version, changed=False)))
                     continue
                 self._check_size(merged_raw)
             except ServiceError as exc:
-                plan.add("e", entry, self._reply_args(cmd), dumps(exc.to_dict()))
+                member = "" if isinstance(exc, NotSubscribed) else cmd.conn
+                plan.add("e", entry, member, reply, dumps(exc.to_dict()))
                 plan.outcomes.append((entry, exc))
                 continue
             version += 1
             current, current_raw = merged, merged_raw
-            plan.add("u", entry, self._reply_args(cmd), merged_raw, dumps(cmd.patch))
+            plan.add("u", entry, cmd.conn, reply, merged_raw, dumps(cmd.patch))
             plan.outcomes.append((entry, Outcome(version)))
+        plan.end = _Known(version, current, current_raw)
         return plan
 
     async def get(self, cmd: RoomCommand) -> Outcome:
@@ -324,6 +381,7 @@ class RoomStore:
 
     async def reap(self, room: str, now_ms: int) -> int:
         """Remove members whose deadline passed; -1 when the room itself is gone."""
+        self.forget(room)
         removed = await self._reap(
             keys=self._room_keys(room),
             args=[
@@ -403,6 +461,7 @@ class RoomStore:
 
     async def delete(self, room: str) -> int | None:
         """Delete a room and tell its members; its final version, or None if there was none."""
+        self.forget(room)
         version = await self._delete(
             keys=self._room_keys(room),
             args=[room, dumps(room), self._push_channel(room), self._keys.control],

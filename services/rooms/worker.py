@@ -22,13 +22,13 @@ from services.common.compact_json import dumps
 from services.common.errors import InternalError, ServiceError
 from services.common.groups import ensure_group, group_backlog, read_entries
 from services.common.redis import Keys
+from services.common.rooms import COMMAND_GROUP as GROUP
 from services.common.rooms import RoomCommand, reply_to
 
 from .store import Outcome, RoomStore
 
 log = logging.getLogger(__name__)
 
-GROUP = "rooms"
 Entry = tuple[str, dict[bytes, bytes]]
 
 
@@ -177,7 +177,7 @@ class CommandConsumer:
                 self._apply_updates(runs),
                 asyncio.gather(*(self._apply_single(cmd, entry) for cmd, entry in singles)),
             )
-            acks += settled
+            self.applied += settled  # acked with their change
             stalled = set(stalled_rooms)  # rooms whose commands stay pending (Redis failed)
             for (cmd, entry_id), ok in zip(singles, oks, strict=True):
                 if ok:
@@ -192,21 +192,22 @@ class CommandConsumer:
 
     async def _apply_updates(
         self, runs: dict[str, list[tuple[RoomCommand, str]]]
-    ) -> tuple[list[str], list[str]]:
-        """The settled entry ids, and the rooms left pending because Redis failed."""
+    ) -> tuple[int, list[str]]:
+        """How many entries were settled (and acked), and the rooms left pending because
+        Redis failed."""
         if not runs:
-            return [], []
+            return 0, []
         started = time.perf_counter()
         try:
             settled = await self._store.update_runs(runs, int(time.time() * 1000))
         except RedisError as exc:
             log.warning("room updates not applied", extra={"rooms": len(runs), "error": repr(exc)})
-            return [], list(runs)
+            return 0, list(runs)
         share = (time.perf_counter() - started) / sum(len(run) for run in runs.values())
         for outcomes in settled.values():
             for _, outcome in outcomes:
                 self._observe("update", _outcome_name(outcome), share)
-        return [entry for outcomes in settled.values() for entry, _ in outcomes], []
+        return sum(len(outcomes) for outcomes in settled.values()), []
 
     async def _apply_single(self, cmd: RoomCommand, entry_id: str) -> bool:
         """Apply a join, leave or get; False when Redis failed and it stays pending."""
