@@ -54,6 +54,7 @@ class RoomClient(NativeClient):
     """
 
     marker = b'"patch":{"ts":'
+    ts_key = marker  # not the "ts" of the state in a reply
     probe_at, probe = 11, ord("o")  # {"push":"room" (not "join": j-o-i); replies: {"id":...
 
     def __init__(

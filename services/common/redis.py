@@ -37,8 +37,11 @@ services/common/rooms.py documents the room keys and commands.
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import hiredis
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import DataError
 
 from .settings import RedisSettings
 
@@ -133,10 +136,40 @@ def make_client(settings: RedisSettings, **overrides: Any) -> Redis:
     }
     options.update(overrides)
     client = Redis.from_url(settings.url, **options)
+    pool = client.connection_pool
+    pool.connection_class = packing_with_hiredis(pool.connection_class)
     if "db" in overrides:
         # from_url lets a db in the URL's path win over the keyword: the caller's must win.
         client.connection_pool.connection_kwargs["db"] = overrides["db"]
     return client
+
+
+def packing_with_hiredis(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`base` (TCP, TLS or Unix socket) with commands packed by hiredis, in C, as redis-py's
+    synchronous client does when hiredis is installed: its asyncio client packs them in Python,
+    an argument at a time, which costs a room update's path more than the rest of the client
+    (a rooms batch script of 14 updates: 79 us in Python, 8 us in C)."""
+    if (known := _PACKED.get(base)) is not None:
+        return known
+
+    class HiredisPacked(base):  # type: ignore[valid-type,misc]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            # As redis-py: a command name with a space ("CONFIG GET") is sent as two words.
+            if isinstance(args[0], str):
+                args = (*args[0].encode().split(), *args[1:])
+            elif b" " in args[0]:
+                args = (*args[0].split(), *args[1:])
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError as exc:  # None, a dict...: what redis-py's encoder refuses too
+                raise DataError(str(exc)) from None
+
+    HiredisPacked.__name__ = HiredisPacked.__qualname__ = f"HiredisPacked{base.__name__}"
+    _PACKED[base] = HiredisPacked
+    return HiredisPacked
+
+
+_PACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {}
 
 
 def redis_ctx(
