@@ -21,9 +21,9 @@ MAXLEN ~ `STREAM_MAXLEN`) with one field `c`, a JSON object:
 A command without `req` gets no reply (the leaves a gateway sends for a closed socket). The
 rooms service reads the stream with the consumer group `rooms` (several replicas share it; an
 entry left pending by a dead replica is claimed again with XAUTOCLAIM once idle), applies each
-command with one Lua script, atomic in Redis, then acks it. The script also records the entry id
-in the room (`:done`), so an entry delivered twice (its replica died before the ack) is applied
-once.
+command with one Lua script, atomic in Redis, and acks it (a run of updates: in that script).
+The script also records the entry id in the room (`:done`), so an entry delivered twice (its
+replica died before the ack) is applied once.
 
 Replies. PUBLISHed on `sb:reply:<gw>` (`Keys.reply`), in the same script as the change:
 
