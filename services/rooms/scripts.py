@@ -142,20 +142,24 @@ return {'ok', version}
 
 # A run of updates of one room, merged in Python against a version read or remembered (see
 # store.py). KEYS: the room's 7, then the command stream. ARGV: now, room, room JSON, idle ms,
-# push channel, version the merge started from, the stream's group, then 7 per command:
+# push channel, version the merge started from and the room's creation time (a room deleted or
+# expired and made again counts its versions from 0 again), the stream's group, then 7 per
+# command:
 #   kind ('u' changes the state, 's' changes nothing, 'e' is refused, 'd' was applied before:
 #   only acked), entry, conn (the merge took it for a member: checked; '' = no check), reply
 #   channel, req JSON ('' = no reply), then for 'u' the new state JSON and the patch JSON, for
 #   'e' the error JSON and ''.
-# Nothing is written unless the room is still at that version, each checked conn is a member and
-# no entry (but a 'd') was applied already; else returns {'retry', 0}: merge again from a read.
+# Nothing is written unless it is still the same room at that version, each checked conn is a
+# member and no entry (but a 'd') was applied already; else returns {'retry', 0}: merge again
+# from a read.
 # Otherwise every entry is acked here, with the change: returns {'ok', final version}.
 UPDATES_LUA = (
     _COMMON
     + """
 local now, room, room_json = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-if redis.call('HGET', K_ROOM, 'version') ~= ARGV[6] then return {'retry', 0} end
-for i = 8, #ARGV, 7 do
+local current = redis.call('HMGET', K_ROOM, 'version', 'created')
+if current[1] ~= ARGV[6] or (current[2] or '') ~= ARGV[7] then return {'retry', 0} end
+for i = 9, #ARGV, 7 do
   if ARGV[i] ~= 'd' then
     local conn = ARGV[i + 2]
     if conn ~= '' and not redis.call('ZSCORE', K_MEMBERS, conn) then return {'retry', 0} end
@@ -168,7 +172,7 @@ local state = redis.call('HGET', K_ROOM, 'state')
 local people = people_json()  -- updates do not change who is in the room
 local applied = false
 local acks = {}
-for i = 8, #ARGV, 7 do
+for i = 9, #ARGV, 7 do
   local kind, entry, reply, req = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
   acks[#acks + 1] = entry
   if kind == 'e' then
@@ -200,7 +204,7 @@ if applied then
   settle(room, now, tonumber(ARGV[4]))
 end
 for j = 1, #acks, 1000 do
-  redis.call('XACK', KEYS[8], ARGV[7], unpack(acks, j, math.min(j + 999, #acks)))
+  redis.call('XACK', KEYS[8], ARGV[8], unpack(acks, j, math.min(j + 999, #acks)))
 end
 return {'ok', version}
 """.replace("DONE_WINDOW_MS", str(DONE_WINDOW_MS))

@@ -69,6 +69,7 @@ class _Known:
     """A room's state at a version: as read, or as this replica wrote it."""
 
     version: int
+    created: str  # when the room was made (ms): versions start again in a room made again
     state: Any
     raw: str  # `state` as JSON
 
@@ -77,7 +78,7 @@ class _Known:
 class _Plan:
     """A room's run of updates, merged: the script's arguments and each command's outcome."""
 
-    start: int  # the version merged from, which the script checks
+    start: _Known  # the room merged from, which the script checks is still there
     end: _Known  # the room once the script ran
     args: list[str] = field(default_factory=list)
     outcomes: list[Settled] = field(default_factory=list)
@@ -262,7 +263,8 @@ class RoomStore:
                             dumps(room),
                             self.limits.idle_ttl_ms,
                             self._push_channel(room),
-                            plan.start,
+                            plan.start.version,
+                            plan.start.created,
                             COMMAND_GROUP,
                             *plan.args,
                         )
@@ -280,16 +282,16 @@ class RoomStore:
         keys = self._keys
         async with self._redis.pipeline(transaction=False) as pipe:
             for room, run in runs.items():
-                pipe.hmget(keys.room(room), ["state", "version"])
+                pipe.hmget(keys.room(room), ["state", "version", "created"])
                 pipe.zmscore(keys.room_members(room), [cmd.conn for cmd, _ in run])
                 pipe.zmscore(keys.room_done(room), [entry for _, entry in run])
             replies = await pipe.execute()
         plans: dict[str, _Plan] = {}
         for index, (room, run) in enumerate(runs.items()):
-            (raw_state, raw_version), members, done = replies[3 * index : 3 * index + 3]
+            (raw_state, raw_version, created), members, done = replies[3 * index : 3 * index + 3]
             if raw_version is not None:
                 raw = raw_state.decode()
-                read = _Known(int(raw_version), json.loads(raw), raw)
+                read = _Known(int(raw_version), (created or b"").decode(), json.loads(raw), raw)
                 plans[room] = self._merge(room, run, read, members, done)
         return plans
 
@@ -305,7 +307,7 @@ class RoomStore:
         without one, each command is taken for a member's, not applied yet, and the script
         checks that (and asks for the read when wrong)."""
         version, current, current_raw = start.version, start.state, start.raw
-        plan = _Plan(version, start)
+        plan = _Plan(start, start)
         for index, (cmd, entry) in enumerate(run):
             assert cmd.patch is not None
             if done is not None and done[index] is not None:
@@ -339,7 +341,7 @@ class RoomStore:
             current, current_raw = merged, merged_raw
             plan.add("u", entry, cmd.conn, reply, merged_raw, dumps(cmd.patch))
             plan.outcomes.append((entry, Outcome(version)))
-        plan.end = _Known(version, current, current_raw)
+        plan.end = _Known(version, start.created, current, current_raw)
         return plan
 
     async def get(self, cmd: RoomCommand) -> Outcome:

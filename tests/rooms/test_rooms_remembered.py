@@ -55,3 +55,24 @@ async def test_the_remembered_states_stay_within_their_bound(gateway, rooms, mon
         updated = await alice.ok("room.update", room=f"r{n}", patch={"n": n})
         assert updated["state"] == {"text": "x" * 30, "n": n}
     await alice.close()
+
+
+async def test_a_room_made_again_at_the_same_version_is_not_taken_for_the_old_one(
+    gateway, rooms, redis
+):
+    alice = await gateway.connect("alice")
+    await alice.ok("room.join", room="r", state={})
+    updated = await alice.ok("room.update", room="r", patch={"old": True})  # remembered
+    key = Keys().room("r")
+    # The room expired (or was deleted elsewhere) and was made again by someone else, who took
+    # it to the very version remembered here, with another state.
+    await redis.delete(key)
+    await redis.hset(
+        key,
+        mapping={"state": '{"new":true}', "version": updated["version"], "created": "1"},
+    )
+
+    after = await alice.ok("room.update", room="r", patch={"mine": 1})
+    assert after["state"] == {"new": True, "mine": 1}
+    assert after["version"] == updated["version"] + 1
+    await alice.close()
