@@ -94,3 +94,31 @@ async def test_updates_go_on_after_redis_forgets_its_scripts(gateway, rooms, red
     updated = await alice.ok("room.update", room="r", patch={"a": 1})
     assert (updated["version"], updated["state"]) == (joined["version"] + 1, {"a": 1})
     await alice.close()
+
+
+async def test_a_reply_written_another_way_still_answers_and_garbage_is_ignored(
+    start_gateway, start_rooms, redis
+):
+    """The gateway reads the rooms service's replies without decoding them when they are laid
+    out as the service writes them; any other valid layout still answers its call."""
+    gw = await start_gateway()
+    service = await start_rooms()
+    alice = await gw.connect("alice")
+    await alice.ok("room.join", room="r", state={"a": 1})
+    await service.http.close()  # nobody applies commands now: the test answers them
+    pending = asyncio.create_task(alice.call("room.get", room="r"))
+    command: dict[str, Any] = {}
+    async with asyncio.timeout(5):
+        while command.get("op") != "get":
+            await asyncio.sleep(0.01)
+            [(_, fields)] = await redis.xrevrange("sb:rooms:cmd", count=1)
+            command = json.loads(fields[b"c"])
+    channel = f"sb:reply:{gw.app[node_key].id}"
+    await redis.publish(channel, b"not json")
+    await redis.publish(channel, b'{"req":"nope"}')
+    await redis.publish(channel, json.dumps({"error": {"code": 1}, "req": "unknown"}))
+    answer = {"result": {"room": "r", "version": 9, "state": {}, "people": []}}
+    await redis.publish(channel, json.dumps({**answer, "req": command["req"]}, indent=1))
+    assert await pending == {"id": 2, **answer}
+    assert (await alice.call("ping"))["result"] == {}
+    await alice.close()
