@@ -173,10 +173,14 @@ class CommandConsumer:
                 while queue and queue[0][1].op == "update":
                     entry_id, cmd = queue.popleft()
                     run.append((cmd, entry_id))
-            (settled, stalled_rooms), oks = await asyncio.gather(
-                self._apply_updates(runs),
-                asyncio.gather(*(self._apply_single(cmd, entry) for cmd, entry in singles)),
-            )
+            updates = self._apply_updates(runs)
+            if singles:
+                (settled, stalled_rooms), oks = await asyncio.gather(
+                    updates,
+                    asyncio.gather(*(self._apply_single(cmd, entry) for cmd, entry in singles)),
+                )
+            else:  # updates only, the busy case: no tasks to make and gather
+                (settled, stalled_rooms), oks = await updates, []
             self.applied += settled  # acked with their change
             stalled = set(stalled_rooms)  # rooms whose commands stay pending (Redis failed)
             for (cmd, entry_id), ok in zip(singles, oks, strict=True):
