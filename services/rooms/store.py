@@ -18,11 +18,12 @@ atomically: a command redelivered after a crash is recognised and not applied tw
 """
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from services.common.compact_json import dumps
@@ -175,16 +176,23 @@ class RoomStore:
         return Outcome(int(value), duplicate=status == b"dup")
 
     async def update_runs(
-        self, runs: Mapping[str, Sequence[tuple[RoomCommand, str]]], now_ms: int
-    ) -> dict[str, list[Settled]]:
+        self,
+        runs: Mapping[str, Sequence[tuple[RoomCommand, str]]],
+        now_ms: int,
+        *,
+        also: Callable[[Pipeline], object] | None = None,
+    ) -> tuple[dict[str, list[Settled]], Any]:
         """Apply runs of updates, each a room's consecutive updates in stream order; every
-        entry settled here is acked too.
+        entry settled here is acked too. `also` adds one more command to the first write's
+        pipeline (the consumer's next read); its reply comes back second (None if nothing was
+        written, or if it failed: it is not one of the updates).
 
         A room this replica wrote last is merged from what it wrote; the others are read, all in
         one pipeline, and merged. Then one pipelined script per room writes its run, checking
         the room is still as merged from (compare-and-set; a room that moved is read and merged
         again). One round trip for a busy room's batch, two when it must be read.
         """
+        also_reply: Any = None
         settled: dict[str, list[Settled]] = {}
         refused: list[tuple[RoomCommand, str, ServiceError]] = []
         pending = dict(runs)
@@ -197,7 +205,10 @@ class RoomStore:
             unread = {room: run for room, run in pending.items() if room not in plans}
             if unread:
                 plans.update(await self._plan(unread))
-            replies = await self._write_plans(plans, now_ms) if plans else []
+            replies: list[Any] = []
+            if plans:
+                replies, also_reply = await self._write_plans(plans, now_ms, also)
+                also = None
             for (room, plan), (status, _) in zip(plans.items(), replies, strict=True):
                 if status == b"retry":
                     self.forget(room)
@@ -216,7 +227,7 @@ class RoomStore:
         for cmd, entry, exc in refused:
             settled.setdefault(cmd.room, []).append((entry, exc))
         await self._refuse(refused)
-        return settled
+        return settled, also_reply
 
     def _remember(self, room: str, known: _Known) -> None:
         self.forget(room)
@@ -244,35 +255,52 @@ class RoomStore:
             pipe.xack(self._keys.rooms_cmd, COMMAND_GROUP, *(entry for _, entry, _ in refused))
             await pipe.execute()
 
-    async def _write_plans(self, plans: Mapping[str, "_Plan"], now_ms: int) -> list[Any]:
-        """One EVALSHA per room in one pipeline. Plain EVALSHA, not the Script object: redis-py
-        would check SCRIPT EXISTS before every pipeline, one more round trip per batch; the
-        script is loaded again only when Redis says it lost it (a restart, SCRIPT FLUSH)."""
+    async def _write_plans(
+        self,
+        plans: Mapping[str, "_Plan"],
+        now_ms: int,
+        also: Callable[[Pipeline], object] | None,
+    ) -> tuple[list[Any], Any]:
+        """One EVALSHA per room in one pipeline (and `also`): the scripts' replies, and the
+        reply to `also`. Plain EVALSHA, not the Script object: redis-py would check SCRIPT
+        EXISTS before every pipeline, one more round trip per batch; the script is loaded
+        again only when Redis says it lost it (a restart, SCRIPT FLUSH)."""
+        also_reply: Any = None
         for attempt in range(2):
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for room, plan in plans.items():
-                        keys = self._room_keys(room)
-                        pipe.evalsha(
-                            self._updates.sha,
-                            len(keys) + 1,
-                            *keys,
-                            self._keys.rooms_cmd,
-                            now_ms,
-                            room,
-                            dumps(room),
-                            self.limits.idle_ttl_ms,
-                            self._push_channel(room),
-                            plan.start.version,
-                            plan.start.created,
-                            COMMAND_GROUP,
-                            *plan.args,
-                        )
-                    return await pipe.execute()
-            except NoScriptError:
-                if attempt:
-                    raise
-                await self._redis.script_load(UPDATES_LUA)  # nothing ran: safe to send again
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for room, plan in plans.items():
+                    keys = self._room_keys(room)
+                    pipe.evalsha(
+                        self._updates.sha,
+                        len(keys) + 1,
+                        *keys,
+                        self._keys.rooms_cmd,
+                        now_ms,
+                        room,
+                        dumps(room),
+                        self.limits.idle_ttl_ms,
+                        self._push_channel(room),
+                        plan.start.version,
+                        plan.start.created,
+                        COMMAND_GROUP,
+                        *plan.args,
+                    )
+                if also is not None:
+                    also(pipe)
+                replies = await pipe.execute(raise_on_error=False)
+            if also is not None:
+                also_reply = replies.pop()
+                also = None  # it ran: not again with the scripts below
+                if isinstance(also_reply, Exception):
+                    also_reply = None
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
+                # Redis lost the script (every EVALSHA failed alike): nothing ran, send again.
+                await self._redis.script_load(UPDATES_LUA)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies, also_reply
         raise AssertionError("unreachable")
 
     async def _plan(

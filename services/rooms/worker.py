@@ -14,8 +14,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from services.common.compact_json import dumps
@@ -61,6 +63,7 @@ class CommandConsumer:
         self._running = False
         self._stopped = asyncio.Event()
         self._next_claim = 0.0
+        self._ahead: list[Entry] = []  # new entries read with the last batch's writes
         self.ready = False
         self.applied = 0  # entries settled (applied or refused) and acked
 
@@ -82,6 +85,9 @@ class CommandConsumer:
             self.ready = True
             while not self._stopping:
                 await self.run_once()
+            if self._ahead:  # read with the last writes, before stop() came: apply them
+                await self.apply(self._ahead)
+                self._ahead = []
         finally:
             self.ready = False
             self._running = False
@@ -99,29 +105,45 @@ class CommandConsumer:
                 log.warning("consumer did not stop in time; cancelling it")
 
     async def run_once(self) -> int:
-        """Claim idle entries (now and then), then apply one batch of new ones."""
+        """Claim idle entries (now and then), then apply one batch of new ones.
+
+        The next batch is read in the same round trip as the writes of this one (without
+        waiting for entries): under load, one round trip per batch instead of two. Only when
+        that read finds nothing does the next call wait for entries."""
         before = self.applied
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_claim:
             self._next_claim = loop.time() + self._settings.claim_idle_ms / 2000
-            await self._claim()
-        await self._read(">")
+            await self._claim()  # older than what was read ahead: applied first
+        if not self._ahead:
+            self._ahead = _entries(await self._fetch(">"))
+        entries, self._ahead = self._ahead, []
+        self._ahead = await self.apply(entries, read_ahead=not self._stopping)
         return self.applied - before
 
     async def _read(self, start: str) -> str:
         """Apply the entries read after `start` (">" = new ones); the last id read, or ""."""
+        reply = await self._fetch(start)
+        await self.apply(_entries(reply))
+        ids = [eid for _, found in read_entries(reply) for eid, _ in found]
+        return ids[-1].decode() if ids else ""
+
+    async def _fetch(self, start: str) -> Any:
+        """XREADGROUP after `start`; new entries (">") are waited for up to `block_ms`."""
         settings = self._settings
-        reply = await self._redis.xreadgroup(
+        return await self._redis.xreadgroup(
             GROUP,
             settings.consumer,
             {self._keys.rooms_cmd: start},
             count=settings.batch,
             block=settings.block_ms if start == ">" else None,
         )
-        read = [(eid.decode(), fields) for _, found in read_entries(reply) for eid, fields in found]
-        # An entry trimmed from the stream while pending has no fields left: nothing to apply.
-        await self.apply([(eid, fields) for eid, fields in read if fields])
-        return read[-1][0] if read else ""
+
+    def _read_ahead(self, pipe: Pipeline) -> None:
+        """The next batch's read, sent with this batch's writes: no waiting for entries."""
+        pipe.xreadgroup(
+            GROUP, self._settings.consumer, {self._keys.rooms_cmd: ">"}, count=self._settings.batch
+        )
 
     async def _claim(self) -> None:
         """Take over entries another consumer left pending (it died) for longer than allowed."""
@@ -143,13 +165,16 @@ class CommandConsumer:
             if cursor in (b"0-0", "0-0"):  # the whole pending list was scanned
                 return
 
-    async def apply(self, entries: list[Entry]) -> None:
+    async def apply(self, entries: list[Entry], *, read_ahead: bool = False) -> list[Entry]:
         """Apply a batch: in order within a room, rooms together; ack what was settled.
 
         The batch goes in waves. A wave takes the head of every room's queue: a run of
         consecutive updates (all rooms' runs go to Redis together, see `RoomStore.update_runs`)
-        or one other command (joins and leaves, one script each, concurrently).
+        or one other command (joins and leaves, one script each, concurrently). With
+        `read_ahead`, the new entries read along with the last wave's updates are returned
+        (none when that wave has no update).
         """
+        ahead: list[Entry] = []
         queues: dict[str, deque[tuple[str, RoomCommand]]] = {}
         acks: list[str] = []
         for entry_id, fields in entries:
@@ -173,14 +198,15 @@ class CommandConsumer:
                 while queue and queue[0][1].op == "update":
                     entry_id, cmd = queue.popleft()
                     run.append((cmd, entry_id))
-            updates = self._apply_updates(runs)
+            last = not any(queues.values())
+            updates = self._apply_updates(runs, read_ahead=read_ahead and last)
             if singles:
-                (settled, stalled_rooms), oks = await asyncio.gather(
+                (settled, stalled_rooms, ahead), oks = await asyncio.gather(
                     updates,
                     asyncio.gather(*(self._apply_single(cmd, entry) for cmd, entry in singles)),
                 )
             else:  # updates only, the busy case: no tasks to make and gather
-                (settled, stalled_rooms), oks = await updates, []
+                (settled, stalled_rooms, ahead), oks = await updates, []
             self.applied += settled  # acked with their change
             stalled = set(stalled_rooms)  # rooms whose commands stay pending (Redis failed)
             for (cmd, entry_id), ok in zip(singles, oks, strict=True):
@@ -193,25 +219,31 @@ class CommandConsumer:
         if acks:
             await self._redis.xack(self._keys.rooms_cmd, GROUP, *acks)
             self.applied += len(acks)
+        return ahead
 
     async def _apply_updates(
-        self, runs: dict[str, list[tuple[RoomCommand, str]]]
-    ) -> tuple[int, list[str]]:
-        """How many entries were settled (and acked), and the rooms left pending because
-        Redis failed."""
+        self, runs: dict[str, list[tuple[RoomCommand, str]]], *, read_ahead: bool
+    ) -> tuple[int, list[str], list[Entry]]:
+        """How many entries were settled (and acked), the rooms left pending because Redis
+        failed, and the new entries read with the writes (`read_ahead`).
+
+        Entries read ahead by a pipeline that failed stay pending: XAUTOCLAIM takes them again
+        after `claim_idle_ms`, as after a crash."""
         if not runs:
-            return 0, []
+            return 0, [], []
         started = time.perf_counter()
         try:
-            settled = await self._store.update_runs(runs, int(time.time() * 1000))
+            settled, ahead = await self._store.update_runs(
+                runs, int(time.time() * 1000), also=self._read_ahead if read_ahead else None
+            )
         except RedisError as exc:
             log.warning("room updates not applied", extra={"rooms": len(runs), "error": repr(exc)})
-            return 0, list(runs)
+            return 0, list(runs), []
         share = (time.perf_counter() - started) / sum(len(run) for run in runs.values())
         for outcomes in settled.values():
             for _, outcome in outcomes:
                 self._observe("update", _outcome_name(outcome), share)
-        return sum(len(outcomes) for outcomes in settled.values()), []
+        return sum(len(outcomes) for outcomes in settled.values()), [], _entries(ahead)
 
     async def _apply_single(self, cmd: RoomCommand, entry_id: str) -> bool:
         """Apply a join, leave or get; False when Redis failed and it stays pending."""
@@ -259,6 +291,17 @@ class CommandConsumer:
         """Entries not yet delivered to the group (Redis 7), None when unknown."""
         lag, _ = await group_backlog(self._redis, self._keys.rooms_cmd, GROUP)
         return lag
+
+
+def _entries(reply: Any) -> list[Entry]:
+    """XREADGROUP's reply as (entry id, fields); an entry trimmed from the stream while pending
+    has no fields left: nothing to apply."""
+    return [
+        (eid.decode(), fields)
+        for _, found in read_entries(reply)
+        for eid, fields in found
+        if fields
+    ]
 
 
 def _outcome_name(outcome: Outcome | ServiceError) -> str:
