@@ -111,6 +111,7 @@ bench: redis-server $(STAMP)  ## benchmarks next to their peers (python-socketio
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.streams
 	$(BIN)/python -m bench.handlers
+	$(BIN)/python -m bench.rooms_drain
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .switchboard .pytest_cache .mypy_cache .ruff_cache
