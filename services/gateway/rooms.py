@@ -24,6 +24,7 @@ from services.common.compact_json import dumpb, dumps
 from services.common.errors import (
     AlreadySubscribed,
     BadRequest,
+    InternalError,
     LimitExceeded,
     NotAvailable,
     NotSubscribed,
@@ -136,7 +137,16 @@ class RoomLink:
             self._pending.pop(req, None)
         if body.startswith(_RESULT):
             return body[len(_RESULT) :]
-        raise error_from(json.loads(b"{" + body + b"}")["error"])
+        try:
+            error = json.loads(b"{" + body + b"}")["error"]
+            if not isinstance(error, dict):
+                raise TypeError("error is not an object")
+        except (ValueError, KeyError, TypeError):
+            log.warning(
+                "unreadable room reply", extra={"reply": body[:200].decode(errors="replace")}
+            )
+            raise InternalError("the rooms service answered something unreadable") from None
+        raise error_from(error)
 
     async def send(self, commands: list[RoomCommand]) -> None:
         """Send commands nobody waits for (the leaves of a closed socket); return once written."""

@@ -5,6 +5,7 @@ import asyncio
 import json
 from typing import Any
 
+from services.common.errors import ErrorCode
 from services.common.rooms import RoomCommand
 from services.gateway.keys import node_key
 
@@ -118,7 +119,18 @@ async def test_a_reply_written_another_way_still_answers_and_garbage_is_ignored(
     await redis.publish(channel, b'{"req":"nope"}')
     await redis.publish(channel, json.dumps({"error": {"code": 1}, "req": "unknown"}))
     answer = {"result": {"room": "r", "version": 9, "state": {}, "people": []}}
-    await redis.publish(channel, json.dumps({**answer, "req": command["req"]}, indent=1))
+    answer_to = command["req"]
+    await redis.publish(channel, json.dumps({**answer, "req": answer_to}, indent=1))
     assert await pending == {"id": 2, **answer}
+    # Laid out as the service writes them, but neither a result nor an error: refused, not fatal.
+    pending = asyncio.create_task(alice.call("room.get", room="r"))
+    async with asyncio.timeout(5):
+        while command.get("req") == answer_to:
+            await asyncio.sleep(0.01)
+            [(_, fields)] = await redis.xrevrange("sb:rooms:cmd", count=1)
+            command = json.loads(fields[b"c"])
+    await redis.publish(channel, b'{"req":"' + command["req"].encode() + b'","what":1}')
+    refused = await pending
+    assert refused["error"]["code"] == ErrorCode.INTERNAL, refused
     assert (await alice.call("ping"))["result"] == {}
     await alice.close()
