@@ -64,6 +64,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             max_rooms=settings.max_rooms,
             max_state_bytes=settings.max_state_bytes,
         ),
+        on_read=lambda reason, rooms: app[metrics_key].state_reads.labels(reason).inc(rooms),
     )
     app[store_key] = store
     app[consumer_key] = CommandConsumer(

@@ -18,6 +18,13 @@ class RoomsMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=registry,
         )
+        self.state_reads = Counter(
+            "switchboard_rooms_state_reads",
+            "Rooms read before updates were merged into them: not remembered by this replica, "
+            "or changed since it wrote them (elsewhere).",
+            ["reason"],
+            registry=registry,
+        )
         self.reaped = Counter(
             "switchboard_rooms_members_reaped",
             "Members removed because their gateway stopped renewing them.",

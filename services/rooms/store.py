@@ -93,8 +93,16 @@ class _Plan:
 class RoomStore:
     """Applies room commands and serves the REST reads; every change is one script call."""
 
-    def __init__(self, redis: Redis, keys: Keys, limits: Limits) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        limits: Limits,
+        *,
+        on_read: Callable[[str, int], None] = lambda reason, rooms: None,
+    ) -> None:
         self._redis = redis
+        self._on_read = on_read  # (reason, rooms): "not_remembered" or "changed"
         self._keys = keys
         self.limits = limits
         self._join = redis.register_script(JOIN_LUA)
@@ -196,6 +204,7 @@ class RoomStore:
         settled: dict[str, list[Settled]] = {}
         refused: list[tuple[RoomCommand, str, ServiceError]] = []
         pending = dict(runs)
+        changed: set[str] = set()  # rooms whose write found them moved since the merge
         for _ in range(CAS_ATTEMPTS):
             plans = {
                 room: self._merge(room, run, known)
@@ -204,6 +213,9 @@ class RoomStore:
             }
             unread = {room: run for room, run in pending.items() if room not in plans}
             if unread:
+                moved = len(changed & unread.keys())
+                self._on_read("changed", moved)
+                self._on_read("not_remembered", len(unread) - moved)
                 plans.update(await self._plan(unread))
             replies: list[Any] = []
             if plans:
@@ -212,6 +224,7 @@ class RoomStore:
             for (room, plan), (status, _) in zip(plans.items(), replies, strict=True):
                 if status == b"retry":
                     self.forget(room)
+                    changed.add(room)
                 else:
                     settled[room] = plan.outcomes
                     del pending[room]

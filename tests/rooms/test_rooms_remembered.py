@@ -20,6 +20,11 @@ async def test_an_update_merges_with_a_change_made_behind_the_replicas_back(gate
     assert updated["version"] == version + 1
     assert updated["state"] == {"a": 3, "other": True}
     assert (await alice.ok("room.get", room="r"))["state"] == {"a": 3, "other": True}
+    # Operators see it: one read because the room was not known yet, one because it changed.
+    async with rooms.http.session.get(rooms.http.make_url("/metrics")) as resp:
+        text = await resp.text()
+    assert 'switchboard_rooms_state_reads_total{reason="not_remembered"} 1.0' in text
+    assert 'switchboard_rooms_state_reads_total{reason="changed"} 1.0' in text
     await alice.close()
 
 
