@@ -6,6 +6,10 @@ command was applied (or refused with an error reply); one whose application fail
 stays pending and is claimed again with XAUTOCLAIM once idle for `claim_idle_ms`, by whichever
 replica is alive. A replica restarted under the same consumer name first re-reads its own
 pending entries. Redelivery is harmless: each change records its entry id (see store.py).
+
+Under load the next batch is read in the same pipeline as the writes of the one in hand, so a
+batch costs one round trip to Redis; a read that waits for entries is sent only when that read
+found none.
 """
 
 import asyncio
