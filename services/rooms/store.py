@@ -9,8 +9,8 @@ together: one pipelined read of all their rooms, one pipelined script per room t
 room's whole run of updates and acks its entries. The replica remembers the state it last wrote
 for a room, so that a busy room's next batch is merged from it without the read: one round trip,
 with the script checking what the read would have (same room and version, membership, entries
-not applied yet) and asking for the read when anything moved. Joins and leaves need no merge and are one
-script each.
+not applied yet) and asking for the read when anything moved. Joins and leaves need no merge and
+are one script each.
 
 Every script that changes a room also bumps its version, publishes the push on the room's
 channel and the reply to the gateway, and records the command's stream entry id, all
