@@ -102,7 +102,7 @@ class RoomClient(NativeClient):
 async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Result:
     if not isinstance(target, SwitchboardTarget):
         raise ValueError("rooms are Switchboard's own: python-socketio has no rooms service")
-    rooms = start_rooms_service(target, redis)
+    rooms = start_rooms_service(redis, target.secret)
     gateways: list[ServerProcess] = []
     clients: list[RoomClient] = []
     try:
@@ -141,16 +141,20 @@ async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Resu
         rooms.stop()
 
 
-def start_rooms_service(target: SwitchboardTarget, redis: RedisServer) -> ServerProcess:
+def start_rooms_service(
+    redis: RedisServer, secret: str, name: str = "switchboard-rooms", **settings: str
+) -> ServerProcess:
+    """`python -m services.rooms` on a free port, with these extra settings (`ROOMS_BATCH`...)."""
     port = free_port()
     env = {
         "REDIS_URL": redis.url,
-        "SECRET_KEY": target.secret,
+        "SECRET_KEY": secret,
         "ROOMS_HOST": "127.0.0.1",
         "ROOMS_PORT": str(port),
         "LOG_LEVEL": "WARNING",
+        **settings,
     }
-    service = ServerProcess("switchboard-rooms", python_argv("-m", "services.rooms"), port, env)
+    service = ServerProcess(name, python_argv("-m", "services.rooms"), port, env)
     service.start()
     return service
 

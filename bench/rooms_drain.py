@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 from services.common.redis import Keys
 from services.common.rooms import RoomCommand
 
-from .harness import RedisServer, ServerProcess, free_port, python_argv, split_cores
+from .harness import RedisServer, split_cores
+from .rooms import start_rooms_service
 
 KEYS = Keys()
 MEMBERS = 50
@@ -26,18 +27,13 @@ SECRET = "bench-rooms-drain-secret-0123456789"
 
 async def drain(redis: RedisServer, batch: int, updates: int) -> tuple[float, float]:
     """(updates/s, us of service CPU per update) for one batch size."""
-    port = free_port()
-    env = {
-        "REDIS_URL": redis.url,
-        "SECRET_KEY": SECRET,
-        "ROOMS_HOST": "127.0.0.1",
-        "ROOMS_PORT": str(port),
-        "ROOMS_BATCH": str(batch),
-        "ROOMS_CONSUMER": f"drain-{batch}",
-        "LOG_LEVEL": "WARNING",
-    }
-    service = ServerProcess(f"rooms-drain-{batch}", python_argv("-m", "services.rooms"), port, env)
-    service.start()
+    service = start_rooms_service(
+        redis,
+        SECRET,
+        f"rooms-drain-{batch}",
+        ROOMS_BATCH=str(batch),
+        ROOMS_CONSUMER=f"drain-{batch}",
+    )
     client = Redis.from_url(redis.url)
     room = f"drain-{batch}"
     try:

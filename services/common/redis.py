@@ -140,7 +140,7 @@ def make_client(settings: RedisSettings, **overrides: Any) -> Redis:
     pool.connection_class = packing_with_hiredis(pool.connection_class)
     if "db" in overrides:
         # from_url lets a db in the URL's path win over the keyword: the caller's must win.
-        client.connection_pool.connection_kwargs["db"] = overrides["db"]
+        pool.connection_kwargs["db"] = overrides["db"]
     return client
 
 

@@ -80,14 +80,23 @@ class _Plan:
     """A room's run of updates, merged: the script's arguments and each command's outcome."""
 
     start: _Known  # the room merged from, which the script checks is still there
-    end: _Known  # the room once the script ran
+    end: _Known  # the room once the script ran (`start` until the merge is done)
     args: list[str] = field(default_factory=list)
     outcomes: list[Settled] = field(default_factory=list)
 
     def add(
-        self, kind: str, entry: str, conn: str, reply: list[str], a: str = "", b: str = ""
+        self,
+        kind: str,
+        entry: str,
+        outcome: "Outcome | ServiceError",
+        conn: str,
+        reply: list[str],
+        a: str = "",
+        b: str = "",
     ) -> None:
+        """One command: its arguments to the script, and what became of it."""
         self.args += [kind, entry, conn, *reply, a, b]
+        self.outcomes.append((entry, outcome))
 
 
 class RoomStore:
@@ -353,8 +362,7 @@ class RoomStore:
             assert cmd.patch is not None
             if done is not None and done[index] is not None:
                 # Applied before (redelivered): its reply went out then; acked now.
-                plan.add("d", entry, "", ["", ""])
-                plan.outcomes.append((entry, Outcome(version, duplicate=True)))
+                plan.add("d", entry, Outcome(version, duplicate=True), "", ["", ""])
                 continue
             reply = self._reply_args(cmd)
             try:
@@ -369,19 +377,16 @@ class RoomStore:
                 merged = merge_patch(current, cmd.patch)
                 merged_raw = dumps(merged)
                 if merged_raw == current_raw:
-                    plan.add("s", entry, cmd.conn, reply)
-                    plan.outcomes.append((entry, Outcome(version, changed=False)))
+                    plan.add("s", entry, Outcome(version, changed=False), cmd.conn, reply)
                     continue
                 self._check_size(merged_raw)
             except ServiceError as exc:
                 member = "" if isinstance(exc, NotSubscribed) else cmd.conn
-                plan.add("e", entry, member, reply, dumps(exc.to_dict()))
-                plan.outcomes.append((entry, exc))
+                plan.add("e", entry, exc, member, reply, dumps(exc.to_dict()))
                 continue
             version += 1
             current, current_raw = merged, merged_raw
-            plan.add("u", entry, cmd.conn, reply, merged_raw, dumps(cmd.patch))
-            plan.outcomes.append((entry, Outcome(version)))
+            plan.add("u", entry, Outcome(version), cmd.conn, reply, merged_raw, dumps(cmd.patch))
         plan.end = _Known(version, start.created, current, current_raw)
         return plan
 
