@@ -68,6 +68,8 @@ class ClientConnection:
         "out",
         "outbox",
         "rejected",
+        "room_calls",
+        "room_slot",
         "rooms",
         "rpcs",
         "subscriptions",
@@ -90,6 +92,8 @@ class ClientConnection:
         self.subscriptions: dict[str, Namespace] = {}
         self.rooms: set[str] = set()  # room ids joined (their channels are not subscriptions)
         self.rpcs = 0  # rpc calls awaiting their answer
+        self.room_calls = 0  # room.get/room.update awaiting their answer
+        self.room_slot: asyncio.Future[None] | None = None  # resolved when one is answered
         # Read by the node's sweep: no timer per connection (each costs memory and a heap entry).
         self.opened_at = self.last_seen = asyncio.get_running_loop().time()
 

@@ -8,6 +8,7 @@ in one pipeline every few seconds; see services/common/rooms.py for the whole co
 """
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -24,6 +25,7 @@ from services.common.compact_json import dumpb, dumps
 from services.common.errors import (
     AlreadySubscribed,
     BadRequest,
+    ErrorCode,
     InternalError,
     LimitExceeded,
     NotAvailable,
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREVIEW_ROOMS = "preview:"  # services/gateway/preview_rooms.py
+ROOM_CALLS_IN_FLIGHT = 32  # room.get/room.update a socket may have unanswered before it waits
 
 Command = dict[str, Any]
 
@@ -67,6 +70,20 @@ return #ARGV - 1
 
 _REQ = b'{"req":"'  # how a reply starts: {"req":"<id>","result":{...}} or ,"error":{...}}
 _RESULT = b'"result":'
+
+
+def result_of(body: bytes) -> bytes:
+    """The result in a reply body (`"result":...`), as encoded; raise its `"error":{...}`."""
+    if body.startswith(_RESULT):
+        return body[len(_RESULT) :]
+    try:
+        error = json.loads(b"{" + body + b"}")["error"]
+        if not isinstance(error, dict):
+            raise TypeError("error is not an object")
+    except (ValueError, KeyError, TypeError):
+        log.warning("unreadable room reply", extra={"reply": body[:200].decode(errors="replace")})
+        raise InternalError("the rooms service answered something unreadable") from None
+    raise error_from(error)
 
 
 def _expire(future: "asyncio.Future[Any]") -> None:
@@ -117,10 +134,15 @@ class RoomLink:
 
     async def call_raw(self, command: RoomCommand) -> bytes:
         """Send `command`, return its result as the rooms service encoded it (a native client
-        gets it as is); raise the error the rooms service answered.
+        gets it as is); raise the error the rooms service answered."""
+        return result_of(await self.submit(command))
+
+    def submit(self, command: RoomCommand) -> "asyncio.Future[bytes]":
+        """Send `command`; the future gets the body of its reply (see `result_of`), or the
+        XADD's error, or NotAvailable after the timeout.
 
         One future per call, failed by the XADD or resolved by the reply, and one timer: this
-        runs for every room update, so no shield, no timeout context, no batch future."""
+        runs for every room update, so no task, no shield, no timeout context."""
         if not self.replies_connected():
             # The answer could not reach us: say so now rather than after the timeout.
             raise NotAvailable("temporarily unavailable")
@@ -129,24 +151,13 @@ class RoomLink:
         future: asyncio.Future[bytes] = loop.create_future()
         self._pending[req] = future
         timer = loop.call_later(self.settings.timeout_s, _expire, future)
-        try:
-            self._enqueue(loop, [command.encode(req)], future, written=False)
-            body = await future
-        finally:
-            timer.cancel()
-            self._pending.pop(req, None)
-        if body.startswith(_RESULT):
-            return body[len(_RESULT) :]
-        try:
-            error = json.loads(b"{" + body + b"}")["error"]
-            if not isinstance(error, dict):
-                raise TypeError("error is not an object")
-        except (ValueError, KeyError, TypeError):
-            log.warning(
-                "unreadable room reply", extra={"reply": body[:200].decode(errors="replace")}
-            )
-            raise InternalError("the rooms service answered something unreadable") from None
-        raise error_from(error)
+        future.add_done_callback(functools.partial(self._settled, req, timer))
+        self._enqueue(loop, [command.encode(req)], future, written=False)
+        return future
+
+    def _settled(self, req: str, timer: asyncio.TimerHandle, _: "asyncio.Future[bytes]") -> None:
+        timer.cancel()
+        self._pending.pop(req, None)
 
     async def send(self, commands: list[RoomCommand]) -> None:
         """Send commands nobody waits for (the leaves of a closed socket); return once written."""
@@ -280,9 +291,7 @@ class RoomCommands:
 
     async def get(self, conn: ClientConnection, cmd: Command) -> None:
         room = check_room(cmd.get("room"))
-        conn.reply_raw(
-            cmd.get("id"), await self.link.call_raw(self.link.command("get", room, conn))
-        )
+        await self._pipelined(conn, cmd.get("id"), room, self.link.command("get", room, conn))
 
     async def update(self, conn: ClientConnection, cmd: Command) -> None:
         room = _native_room(cmd.get("room"))
@@ -293,14 +302,45 @@ class RoomCommands:
         if room not in conn.rooms:
             raise NotSubscribed(f"not in room {room!r}: join it first")
         command = self.link.command("update", room, conn, patch=patch, version=version)
+        await self._pipelined(conn, cmd.get("id"), room, command)
+
+    async def _pipelined(
+        self, conn: ClientConnection, cmd_id: Any, room: str, command: RoomCommand
+    ) -> None:
+        """Send a command the socket's next frames need not wait for: its reply goes out when it
+        comes. A member that streams updates (a cursor, a playhead) would otherwise wait a whole
+        round trip through the rooms service per update. The commands of one socket still reach
+        the rooms service in the order sent, and its replies come back in that order; at
+        `ROOM_CALLS_IN_FLIGHT` unanswered ones, the socket's next frames wait for one."""
+        while conn.room_calls >= ROOM_CALLS_IN_FLIGHT:
+            conn.room_slot = slot = asyncio.get_running_loop().create_future()
+            await slot
+        future = self.link.submit(command)
+        conn.room_calls += 1
+        future.add_done_callback(functools.partial(self._answer, conn, cmd_id, room))
+
+    def _answer(
+        self, conn: ClientConnection, cmd_id: Any, room: str, future: "asyncio.Future[bytes]"
+    ) -> None:
+        conn.room_calls -= 1
+        slot, conn.room_slot = conn.room_slot, None
+        if slot is not None and not slot.done():
+            slot.set_result(None)
+        if future.cancelled():
+            return
         try:
-            result = await self.link.call_raw(command)
-        except NotSubscribed:
+            conn.reply_raw(cmd_id, result_of(future.result()))
+        except NotSubscribed as exc:
             # The rooms service no longer counts this socket in (reaped, room deleted):
             # forget the room here too, so that a new `room.join` works.
             self._forget(conn, room)
-            raise
-        conn.reply_raw(cmd.get("id"), result)
+            conn.error(cmd_id, int(exc.code), exc.message, **exc.details())
+        except ServiceError as exc:
+            conn.error(cmd_id, int(exc.code), exc.message, **exc.details())
+        except RedisError:
+            self.node.redis_errors += 1
+            log.warning("redis unavailable during a room command", extra={"conn": conn.id})
+            conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")
 
     def _forget(self, conn: ClientConnection, room: str) -> None:
         conn.rooms.discard(room)
