@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from services.common.bus import Position
 from services.common.channels import Namespaces
@@ -35,6 +35,7 @@ from services.common.errors import (
     error_from,
 )
 from services.common.redis import Keys
+from services.common.redis_direct import DirectConnection
 from services.common.rooms import (
     STREAM_MAXLEN,
     RoomCommand,
@@ -114,6 +115,8 @@ class RoomLink:
         # if the XADD does (its reply resolves it); a send's also resolves once the XADD is done.
         self._queued: list[str] = []
         self._waiters: list[tuple[asyncio.Future[Any], bool]] = []
+        self._writing = False  # an XADD is on its way: new commands wait for the next
+        self._direct = DirectConnection(redis)
         self._xadd_all = redis.register_script(XADD_ALL_LUA)
 
     def command(self, op: str, room: str, conn: ClientConnection, **fields: Any) -> RoomCommand:
@@ -175,32 +178,37 @@ class RoomLink:
         *,
         written: bool,
     ) -> None:
-        """Queue commands for the XADD of this loop turn: the commands of every socket read in
-        one turn go to Redis in one round trip (one plain XADD when there is only one)."""
-        if not self._queued:
-            loop.call_soon(self._write_batch)
+        """Queue commands for the next XADD: the commands of every socket read in one loop turn,
+        and those queued while the last XADD was on its way, go to Redis in one round trip."""
         self._queued.extend(commands)
         self._waiters.append((waiter, written))
+        if not self._writing:
+            self._writing = True
+            spawn(self._write_all())  # runs after this turn's other callbacks
 
-    def _write_batch(self) -> None:
-        commands, waiters = self._queued, self._waiters
-        self._queued, self._waiters = [], []
-        if commands:
-            spawn(self._write(commands, waiters))
+    async def _write_all(self) -> None:
+        try:
+            while self._queued:
+                commands, waiters = self._queued, self._waiters
+                self._queued, self._waiters = [], []
+                await self._write(commands, waiters)
+        finally:
+            self._writing = False
 
     async def _write(
         self, commands: list[str], waiters: list[tuple[asyncio.Future[Any], bool]]
     ) -> None:
+        stream = self._keys.rooms_cmd
+        if len(commands) == 1:  # the common case: a plain XADD
+            xadd = ("XADD", stream, "MAXLEN", "~", STREAM_MAXLEN, "*", "c", commands[0])
+        else:  # one command for the batch: each reply costs the client more than Redis
+            xadd = ("EVALSHA", self._xadd_all.sha, 1, stream, STREAM_MAXLEN, *commands)
         try:
-            if len(commands) == 1:  # the common case: a plain XADD
-                await self._redis.xadd(
-                    self._keys.rooms_cmd,
-                    {"c": commands[0]},
-                    maxlen=STREAM_MAXLEN,
-                    approximate=True,
-                )
-            else:  # one command for the batch: a pipeline costs the client more
-                await self._xadd_all(keys=[self._keys.rooms_cmd], args=[STREAM_MAXLEN, *commands])
+            (reply,) = await self._direct.execute(xadd)
+            if isinstance(reply, NoScriptError):  # Redis restarted or flushed its scripts
+                (reply,) = await self._direct.execute(("EVAL", XADD_ALL_LUA, *xadd[2:]))
+            if isinstance(reply, Exception):
+                raise reply
         except Exception as exc:  # every waiter of the batch gets it (RedisError, mostly)
             for waiter, _ in waiters:
                 if not waiter.done():

@@ -94,6 +94,19 @@ async def test_updates_go_on_after_redis_forgets_its_scripts(gateway, rooms, red
     await redis.script_flush()  # as after a Redis restart: the service must load them again
     updated = await alice.ok("room.update", room="r", patch={"a": 1})
     assert (updated["version"], updated["state"]) == (joined["version"] + 1, {"a": 1})
+    await redis.script_flush()
+    # Three commands in one frame: the gateway sends them with its batch script, lost too.
+    await alice.ws.send_str(
+        "\n".join(
+            json.dumps({"id": f"u{n}", "op": "room.update", "room": "r", "patch": {"n": n}})
+            for n in range(3)
+        )
+    )
+    async with asyncio.timeout(5):
+        replies = [await alice.orphans.get() for _ in range(3)]  # ids the helper did not send
+    assert [(r["id"], r["result"]["version"]) for r in replies] == [
+        (f"u{n}", updated["version"] + 1 + n) for n in range(3)
+    ]
     await alice.close()
 
 
