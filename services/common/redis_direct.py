@@ -37,7 +37,7 @@ class DirectConnection:
         try:
             conn = self._conn
             if conn is None:
-                conn = self._conn = await self._pool.get_connection()
+                conn = self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
             return await conn.retry.call_with_retry(
                 lambda: self._send(conn, commands), lambda _: conn.disconnect(nowait=True)
             )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT
 
 from services.common.bus import Position
 from services.common.channels import Namespaces
@@ -199,6 +200,7 @@ class RoomLink:
         self, commands: list[str], waiters: list[tuple[asyncio.Future[Any], bool]]
     ) -> None:
         stream = self._keys.rooms_cmd
+        xadd: tuple[EncodableT, ...]
         if len(commands) == 1:  # the common case: a plain XADD
             xadd = ("XADD", stream, "MAXLEN", "~", STREAM_MAXLEN, "*", "c", commands[0])
         else:  # one command for the batch: each reply costs the client more than Redis
