@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
 
 from services.common.compact_json import dumps
 from services.common.errors import (
@@ -35,6 +35,7 @@ from services.common.errors import (
     ServiceError,
 )
 from services.common.redis import Keys
+from services.common.redis_direct import DirectConnection
 from services.common.rooms import COMMAND_GROUP, RoomCommand, merge_patch, room_channel
 
 from .scripts import DELETE_LUA, JOIN_LUA, LEAVE_LUA, REAP_LUA, UPDATES_LUA
@@ -117,6 +118,7 @@ class RoomStore:
         self._join = redis.register_script(JOIN_LUA)
         self._leave = redis.register_script(LEAVE_LUA)
         self._updates = redis.register_script(UPDATES_LUA)
+        self._direct = DirectConnection(redis)  # the batch writes: one at a time
         self._reap = redis.register_script(REAP_LUA)
         self._delete = redis.register_script(DELETE_LUA)
         # Rooms as this replica last wrote them, least recently written first.
@@ -197,12 +199,12 @@ class RoomStore:
         runs: Mapping[str, Sequence[tuple[RoomCommand, str]]],
         now_ms: int,
         *,
-        also: Callable[[Pipeline], object] | None = None,
+        also: Sequence[EncodableT] | None = None,
     ) -> tuple[dict[str, list[Settled]], Any]:
         """Apply runs of updates, each a room's consecutive updates in stream order; every
         entry settled here is acked too. `also` adds one more command to the first write's
-        pipeline (the consumer's next read); its reply comes back second (None if nothing was
-        written, or if it failed: it is not one of the updates).
+        pipeline (the consumer's next read); its reply, as Redis sent it, comes back second
+        (None if nothing was written, or if it failed: it is not one of the updates).
 
         A room this replica wrote last is merged from what it wrote; the others are read, all in
         one pipeline, and merged. Then one pipelined script per room writes its run, checking
@@ -281,18 +283,20 @@ class RoomStore:
         self,
         plans: Mapping[str, "_Plan"],
         now_ms: int,
-        also: Callable[[Pipeline], object] | None,
+        also: Sequence[EncodableT] | None,
     ) -> tuple[list[Any], Any]:
-        """One EVALSHA per room in one pipeline (and `also`): the scripts' replies, and the
-        reply to `also`. Plain EVALSHA, not the Script object: redis-py would check SCRIPT
-        EXISTS before every pipeline, one more round trip per batch; the script is loaded
-        again only when Redis says it lost it (a restart, SCRIPT FLUSH)."""
+        """One EVALSHA per room in one pipeline (and the command `also`): the scripts' replies,
+        and the reply to `also` as Redis sent it. On the store's own connection (one batch
+        at a time, see services/common/redis_direct.py); the script is loaded again only when
+        Redis says it lost it (a restart, SCRIPT FLUSH)."""
         also_reply: Any = None
         for attempt in range(2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for room, plan in plans.items():
-                    keys = self._room_keys(room)
-                    pipe.evalsha(
+            commands: list[Sequence[EncodableT]] = []
+            for room, plan in plans.items():
+                keys = self._room_keys(room)
+                commands.append(
+                    (
+                        "EVALSHA",
                         self._updates.sha,
                         len(keys) + 1,
                         *keys,
@@ -307,9 +311,10 @@ class RoomStore:
                         COMMAND_GROUP,
                         *plan.args,
                     )
-                if also is not None:
-                    also(pipe)
-                replies = await pipe.execute(raise_on_error=False)
+                )
+            if also is not None:
+                commands.append(also)
+            replies = await self._direct.execute(*commands)
             if also is not None:
                 also_reply = replies.pop()
                 also = None  # it ran: not again with the scripts below

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 from services.common.compact_json import dumps
 from services.common.errors import InternalError, ServiceError
@@ -143,10 +143,19 @@ class CommandConsumer:
             block=settings.block_ms if start == ">" else None,
         )
 
-    def _read_ahead(self, pipe: Pipeline) -> None:
+    @property
+    def _read_ahead(self) -> tuple[EncodableT, ...]:
         """The next batch's read, sent with this batch's writes: no waiting for entries."""
-        pipe.xreadgroup(
-            GROUP, self._settings.consumer, {self._keys.rooms_cmd: ">"}, count=self._settings.batch
+        return (
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            self._settings.consumer,
+            "COUNT",
+            self._settings.batch,
+            "STREAMS",
+            self._keys.rooms_cmd,
+            ">",
         )
 
     async def _claim(self) -> None:
@@ -247,7 +256,7 @@ class CommandConsumer:
         for outcomes in settled.values():
             for _, outcome in outcomes:
                 self._observe("update", _outcome_name(outcome), share)
-        return sum(len(outcomes) for outcomes in settled.values()), [], _entries(ahead)
+        return sum(len(outcomes) for outcomes in settled.values()), [], _sent_entries(ahead)
 
     async def _apply_single(self, cmd: RoomCommand, entry_id: str) -> bool:
         """Apply a join, leave or get; False when Redis failed and it stays pending."""
@@ -304,6 +313,20 @@ def _entries(reply: Any) -> list[Entry]:
         (eid.decode(), fields)
         for _, found in read_entries(reply)
         for eid, fields in found
+        if fields
+    ]
+
+
+def _sent_entries(reply: Any) -> list[Entry]:
+    """XREADGROUP's reply as Redis sent it (a RESP3 map, or a RESP2 array, of stream name to
+    [entry id, [field, value, ...]]), as `_entries` gives redis-py's."""
+    if not reply:
+        return []
+    found = reply.values() if isinstance(reply, dict) else [entries for _, entries in reply]
+    return [
+        (eid.decode(), dict(zip(fields[::2], fields[1::2], strict=True)))
+        for entries in found
+        for eid, fields in entries
         if fields
     ]
 
