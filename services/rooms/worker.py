@@ -28,6 +28,7 @@ from services.common.compact_json import dumps
 from services.common.errors import InternalError, ServiceError
 from services.common.groups import ensure_group, group_backlog, read_entries
 from services.common.redis import Keys
+from services.common.redis_direct import DirectConnection
 from services.common.rooms import COMMAND_GROUP as GROUP
 from services.common.rooms import RoomCommand, reply_to
 
@@ -68,6 +69,7 @@ class CommandConsumer:
         self._stopped = asyncio.Event()
         self._next_claim = 0.0
         self._ahead: list[Entry] = []  # new entries read with the last batch's writes
+        self._reads = DirectConnection(redis)  # the waiting reads, one at a time
         self.ready = False
         self.applied = 0  # entries settled (applied or refused) and acked
 
@@ -120,43 +122,38 @@ class CommandConsumer:
             self._next_claim = loop.time() + self._settings.claim_idle_ms / 2000
             await self._claim()  # older than what was read ahead: applied first
         if not self._ahead:
-            self._ahead = _entries(await self._fetch(">"))
+            self._ahead = await self._wait_for_entries()
         entries, self._ahead = self._ahead, []
         self._ahead = await self.apply(entries, read_ahead=not self._stopping)
         return self.applied - before
 
     async def _read(self, start: str) -> str:
-        """Apply the entries read after `start` (">" = new ones); the last id read, or ""."""
-        reply = await self._fetch(start)
+        """Apply this consumer's own pending entries after `start`; the last id read, or ""."""
+        settings = self._settings
+        stream = {self._keys.rooms_cmd: start}
+        reply = await self._redis.xreadgroup(GROUP, settings.consumer, stream, count=settings.batch)
         await self.apply(_entries(reply))
         ids = [eid for _, found in read_entries(reply) for eid, _ in found]
         return ids[-1].decode() if ids else ""
 
-    async def _fetch(self, start: str) -> Any:
-        """XREADGROUP after `start`; new entries (">") are waited for up to `block_ms`."""
-        settings = self._settings
-        return await self._redis.xreadgroup(
-            GROUP,
-            settings.consumer,
-            {self._keys.rooms_cmd: start},
-            count=settings.batch,
-            block=settings.block_ms if start == ">" else None,
-        )
+    async def _wait_for_entries(self) -> list[Entry]:
+        """New entries, waited for up to `block_ms`: the read that follows a batch when the one
+        sent with its writes found nothing (an idle service makes one every `block_ms`)."""
+        (reply,) = await self._reads.execute(self._new_entries("BLOCK", self._settings.block_ms))
+        if isinstance(reply, Exception):
+            raise reply
+        return _sent_entries(reply)
 
     @property
     def _read_ahead(self) -> tuple[EncodableT, ...]:
         """The next batch's read, sent with this batch's writes: no waiting for entries."""
-        return (
-            "XREADGROUP",
-            "GROUP",
-            GROUP,
-            self._settings.consumer,
-            "COUNT",
-            self._settings.batch,
-            "STREAMS",
-            self._keys.rooms_cmd,
-            ">",
-        )
+        return self._new_entries()
+
+    def _new_entries(self, *options: EncodableT) -> tuple[EncodableT, ...]:
+        """XREADGROUP of this consumer's next batch of new entries, with `options`."""
+        settings = self._settings
+        group = ("GROUP", GROUP, settings.consumer, "COUNT", settings.batch)
+        return ("XREADGROUP", *group, *options, "STREAMS", self._keys.rooms_cmd, ">")
 
     async def _claim(self) -> None:
         """Take over entries another consumer left pending (it died) for longer than allowed."""
