@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from redis.typing import EncodableT
+from redis.typing import EncodableT, KeyT, StreamIdT
 
 from services.common.compact_json import dumps
 from services.common.errors import InternalError, ServiceError
@@ -130,7 +130,7 @@ class CommandConsumer:
     async def _read(self, start: str) -> str:
         """Apply this consumer's own pending entries after `start`; the last id read, or ""."""
         settings = self._settings
-        stream = {self._keys.rooms_cmd: start}
+        stream: dict[KeyT, StreamIdT] = {self._keys.rooms_cmd: start}
         reply = await self._redis.xreadgroup(GROUP, settings.consumer, stream, count=settings.batch)
         await self.apply(_entries(reply))
         ids = [eid for _, found in read_entries(reply) for eid, _ in found]
