@@ -88,6 +88,9 @@ def result_of(body: bytes) -> bytes:
     raise error_from(error)
 
 
+_NOT_PENDING: tuple[None, float] = (None, 0.0)
+
+
 def _expire(future: "asyncio.Future[Any]") -> None:
     if not future.done():
         future.set_exception(NotAvailable("the rooms service did not answer in time"))
@@ -110,7 +113,9 @@ class RoomLink:
         self.node_id = node_id
         self.settings = settings
         self.replies_connected = replies_connected  # whether a reply can reach us now
-        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        # Calls awaiting their reply, oldest first, with their deadline.
+        self._pending: dict[str, tuple[asyncio.Future[bytes], float]] = {}
+        self._sweep_at: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         # The commands of this loop turn (encoded), and who waits on them: a call's future fails
         # if the XADD does (its reply resolves it); a send's also resolves once the XADD is done.
@@ -145,23 +150,34 @@ class RoomLink:
         """Send `command`; the future gets the body of its reply (see `result_of`), or the
         XADD's error, or NotAvailable after the timeout.
 
-        One future per call, failed by the XADD or resolved by the reply, and one timer: this
-        runs for every room update, so no task, no shield, no timeout context."""
+        One future per call, failed by the XADD or resolved by the reply; no timer of its own
+        (one sweep expires the calls in the order they were made, all with the same timeout):
+        this runs for every room update, so no task, no shield, no timeout context."""
         if not self.replies_connected():
             # The answer could not reach us: say so now rather than after the timeout.
             raise NotAvailable("temporarily unavailable")
         req = str(next(self._ids))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
-        self._pending[req] = future
-        timer = loop.call_later(self.settings.timeout_s, _expire, future)
-        future.add_done_callback(functools.partial(self._settled, req, timer))
+        deadline = loop.time() + self.settings.timeout_s
+        self._pending[req] = (future, deadline)
+        if self._sweep_at is None:
+            self._sweep_at = loop.call_at(deadline, self._sweep)
         self._enqueue(loop, [command.encode(req)], future, written=False)
         return future
 
-    def _settled(self, req: str, timer: asyncio.TimerHandle, _: "asyncio.Future[bytes]") -> None:
-        timer.cancel()
-        self._pending.pop(req, None)
+    def _sweep(self) -> None:
+        """Expire the calls whose deadline passed; forget the ones settled otherwise."""
+        self._sweep_at = None
+        loop = asyncio.get_running_loop()
+        now, pending = loop.time(), self._pending
+        while pending:
+            req, (future, deadline) = next(iter(pending.items()))
+            if deadline > now and not future.done():
+                self._sweep_at = loop.call_at(deadline, self._sweep)
+                return
+            del pending[req]
+            _expire(future)
 
     async def send(self, commands: list[RoomCommand]) -> None:
         """Send commands nobody waits for (the leaves of a closed socket); return once written."""
@@ -235,7 +251,7 @@ class RoomLink:
             except (ValueError, KeyError, TypeError):
                 log.warning("malformed room reply ignored")
                 return
-        future = self._pending.get(req)
+        future, _ = self._pending.pop(req, _NOT_PENDING)
         if future is not None and not future.done():
             future.set_result(body)
 

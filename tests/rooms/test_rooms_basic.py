@@ -175,6 +175,24 @@ async def test_a_room_command_without_an_answer_in_time_gets_108(start_gateway):
     assert all(not conn.rooms for conn in node.connections.values())
 
 
+async def test_each_unanswered_room_command_expires_at_its_own_deadline(start_gateway):
+    gw = await start_gateway(GATEWAY_ROOM_TIMEOUT_S="0.4")  # no rooms service running
+    client = await gw.connect("alice")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def get_at(delay_s: float) -> float:
+        await asyncio.sleep(delay_s)
+        reply = await client.call("room.get", room="r")
+        assert reply["error"]["code"] == ErrorCode.NOT_AVAILABLE
+        return loop.time() - started
+
+    first, second = await asyncio.gather(get_at(0.0), get_at(0.2))
+    assert 0.4 <= first < second
+    assert second >= 0.6  # not expired with the first
+    assert not gw.app[node_key].rooms._pending  # nothing left behind
+
+
 async def test_after_a_pubsub_outage_members_get_the_current_state(start_gateway, rooms):
     one, two = await start_gateway(), await start_gateway()
     alice, bob = await one.connect("alice"), await two.connect("bob")
