@@ -9,12 +9,14 @@ where a process sends a round trip per batch thousands of times a second: the ga
 commands and the rooms service's batch writes.
 """
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
 
@@ -24,13 +26,15 @@ class DirectConnection:
     def __init__(self, redis: Redis) -> None:
         self._pool = redis.connection_pool
         self._conn: AbstractConnection | None = None
+        self._timeout: float | None = None
         self._busy = False
 
     async def execute(self, *commands: Sequence[EncodableT]) -> list[Any]:
         """Send `commands` in one write; return their replies in order, an error reply as its
-        `ResponseError` (as a pipeline with `raise_on_error=False`). A connection error is
-        handled by the connection's retry policy, as the client's own commands are (the
-        services' clients retry nothing: the next call opens the connection again)."""
+        `ResponseError` (as a pipeline with `raise_on_error=False`). The whole call has the
+        client's socket timeout (redis-py's TimeoutError). A connection error is handled by
+        the connection's retry policy, as the client's own commands are (the services'
+        clients retry nothing: the next call opens the connection again)."""
         if self._busy:
             raise RuntimeError("DirectConnection.execute called again before the last returned")
         self._busy = True
@@ -38,22 +42,29 @@ class DirectConnection:
             conn = self._conn
             if conn is None:
                 conn = self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                # One deadline per call here, not a task per write and a context per reply.
+                self._timeout, conn.socket_timeout = conn.socket_timeout, None
             return await conn.retry.call_with_retry(
                 lambda: self._send(conn, commands), lambda _: conn.disconnect(nowait=True)
             )
         finally:
             self._busy = False
 
-    @staticmethod
-    async def _send(conn: AbstractConnection, commands: Sequence[Sequence[EncodableT]]) -> Any:
+    async def _send(
+        self, conn: AbstractConnection, commands: Sequence[Sequence[EncodableT]]
+    ) -> list[Any]:
         try:
-            await conn.send_packed_command(conn.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
+            async with asyncio.timeout(self._timeout):
+                await conn.send_packed_command(conn.pack_commands(commands))
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeoutError(f"Redis did not answer within {self._timeout} s") from None
         except BaseException:
             # A reply may be left unread (cancelled mid-way): start again on a new socket.
             await conn.disconnect(nowait=True)
@@ -64,4 +75,5 @@ class DirectConnection:
         """Give the connection back to the pool (on shutdown)."""
         conn, self._conn = self._conn, None
         if conn is not None:
+            conn.socket_timeout = self._timeout
             await self._pool.release(conn)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.redis import make_client
 from services.common.redis_direct import DirectConnection
@@ -77,3 +78,18 @@ async def test_a_second_call_while_one_is_on_its_way_is_refused(client: Redis) -
         await direct.execute(("PING",))
     assert await first == [None]
     await direct.release()
+
+
+async def test_a_call_redis_does_not_answer_in_time_is_a_timeout(
+    client: Redis, redis_server: RedisProcess
+) -> None:
+    impatient = make_client(RedisSettings(url=redis_server.url, socket_timeout_s=0.3))
+    direct = DirectConnection(impatient)
+    assert await direct.execute(("PING",)) in ([True], [b"PONG"])
+    await client.client_pause(1000, all=True)  # Redis holds every command for a second
+    with pytest.raises(RedisTimeoutError):
+        await direct.execute(("INCR", "n"))
+    await asyncio.sleep(1.0)
+    assert await direct.execute(("PING",)) in ([True], [b"PONG"])  # on a new connection
+    await direct.release()
+    await impatient.aclose()
