@@ -2,7 +2,7 @@
 
 A text frame holds one JSON command per line. A command carries an `id`; its reply carries the
 same `id` and either `result` or `error: {code, message}`. Commands of one connection run one
-after another, in order.
+after another, in order; the busiest (`room.update`, `room.get`, `ping`) without a task.
 """
 
 import asyncio
@@ -39,7 +39,8 @@ from .rooms import RoomCommands
 log = logging.getLogger(__name__)
 
 Command = dict[str, Any]
-Handler = Callable[[ClientConnection, Command], Awaitable[None]]
+# A handler answers at once (returns None) or returns what is left of it to await.
+Handler = Callable[[ClientConnection, Command], Awaitable[None] | None]
 
 
 class Commands:
@@ -65,20 +66,36 @@ class Commands:
             "room.update": rooms.update,
         }
 
-    async def handle_frame(self, conn: ClientConnection, text: str) -> None:
-        for line in text.split("\n"):
+    def handle_frame(self, conn: ClientConnection, text: str) -> Awaitable[None] | None:
+        """Handle the commands of one frame, in order. None when all are done; otherwise what
+        is left to await, from the first command that has to wait (for Redis, mostly): the
+        busy ones (`room.update`, `ping`) need no task or coroutine at all."""
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
             if line.strip() and not conn.closing:
-                await self.handle(conn, line)
+                pending = self.handle(conn, line)
+                if pending is not None:
+                    return self._rest_of_frame(conn, pending, lines[i + 1 :])
+        return None
 
-    async def handle(self, conn: ClientConnection, line: str) -> None:
+    async def _rest_of_frame(
+        self, conn: ClientConnection, pending: Awaitable[None], lines: list[str]
+    ) -> None:
+        await pending
+        for line in lines:
+            if line.strip() and not conn.closing and (waiting := self.handle(conn, line)):
+                await waiting
+
+    def handle(self, conn: ClientConnection, line: str) -> Awaitable[None] | None:
+        """Run one command: None once it is answered, or what is left of it to await."""
         try:
             command = json.loads(line)
         except ValueError:
             self.bad_frame(conn, "frame is not valid JSON")
-            return
+            return None
         if not isinstance(command, dict):
             self.bad_frame(conn, "a command must be a JSON object")
-            return
+            return None
         cmd_id = command.get("id")
         op = command.get("op")
         try:
@@ -99,13 +116,30 @@ class Commands:
             if conn.claims is None and op != "connect":
                 raise Unauthorized("send connect with a token first")
             self.counts[op] = self.counts.get(op, 0) + 1
-            await handler(conn, command)
-        except ServiceError as exc:
+            pending = handler(conn, command)
+        except (ServiceError, RedisError) as exc:
+            self._failed(conn, cmd_id, op, exc)
+            return None
+        return None if pending is None else self._finish(conn, cmd_id, op, pending)
+
+    async def _finish(
+        self, conn: ClientConnection, cmd_id: Any, op: Any, pending: Awaitable[None]
+    ) -> None:
+        try:
+            await pending
+        except (ServiceError, RedisError) as exc:
+            self._failed(conn, cmd_id, op, exc)
+
+    def _failed(
+        self, conn: ClientConnection, cmd_id: Any, op: Any, exc: ServiceError | RedisError
+    ) -> None:
+        """Answer a command that failed: its error, or 108 when Redis did not answer."""
+        if isinstance(exc, ServiceError):
             conn.error(cmd_id, int(exc.code), exc.message, **exc.details())
-        except RedisError:
-            self.node.redis_errors += 1
-            log.warning("redis unavailable during a command", extra={"op": op, "conn": conn.id})
-            conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")
+            return
+        self.node.redis_errors += 1
+        log.warning("redis unavailable during a command", extra={"op": op, "conn": conn.id})
+        conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")
 
     def bad_frame(self, conn: ClientConnection, message: str) -> None:
         log.info("bad frame; closing", extra={"conn": conn.id, "reason": message})
@@ -172,7 +206,7 @@ class Commands:
         conn.claims = claims
         conn.reply(cmd.get("id"), {"expires_in": claims.expires_in()})
 
-    async def ping(self, conn: ClientConnection, cmd: Command) -> None:
+    def ping(self, conn: ClientConnection, cmd: Command) -> None:
         conn.reply(cmd.get("id"), {})
 
     # -- channels ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, cast
@@ -207,6 +207,18 @@ def _answer(
     transport.close()
 
 
+def _read_now(queue: WebSocketDataQueue) -> Any:
+    """The next frame of a queue that has one (or its end): `read()` then returns without
+    waiting, so its coroutine runs to the end here, without a task."""
+    reading = queue.read()
+    try:
+        reading.send(None)
+    except StopIteration as done:
+        return done.value
+    reading.close()
+    raise RuntimeError("no frame to read now")
+
+
 class NativeConnection(ClientConnection, asyncio.Protocol):
     """A client socket after the upgrade: aiohttp's frame reader in front, commands behind."""
 
@@ -234,7 +246,7 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
         )
         # aiohttp refuses a frame whose size *equals* max_msg_size; the setting is inclusive.
         self._reader = WebSocketReader(self._queue, limits.max_message_bytes + 1, False, True)
-        self._draining = False
+        self._draining = False  # a command is being awaited: frames wait in the queue
         self._lost = False
         self._peer_code: int | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -247,9 +259,9 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed_data(data)
-        if not self._draining:
+        if not self._draining and (pending := self._run_frames()) is not None:
             self._draining = True
-            spawn(self._drain())
+            spawn(self._drain(pending))
 
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost follows
@@ -274,42 +286,63 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
 
     # -- frames ------------------------------------------------------------------------------
 
-    async def _drain(self) -> None:
-        """Handle the frames read so far, in order; the task ends when none is left."""
-        queue, commands = self._queue, self.commands
+    def _run_frames(self) -> Awaitable[None] | None:
+        """Handle the frames read so far, in order, here and now while each command answers at
+        once (most busy ones do); None when none is left, or what the first command that has
+        to wait left to await: `_drain` awaits it in a task, then goes on from here."""
+        queue = self._queue
         clock = asyncio.get_running_loop().time
-        try:
-            # `_buffer` is public on aiohttp's compiled queue; it tells "nothing left" without
-            # waiting, so that no task stays parked on an idle socket.
-            while queue._buffer or queue.exception() is not None:
+        # `_buffer` is public on aiohttp's compiled queue; it tells "nothing left" without
+        # waiting, so that no task stays parked on an idle socket.
+        while queue._buffer or queue.exception() is not None:
+            try:
+                msg = _read_now(queue)
+            except WebSocketError as exc:
+                self._protocol_error(exc)
+                return None
+            except EofStream:
+                return None
+            self.last_seen = clock()
+            kind = msg.type
+            if kind is WSMsgType.TEXT:
                 try:
-                    msg = await queue.read()
-                except WebSocketError as exc:
-                    self._protocol_error(exc)
+                    pending = self.commands.handle_frame(self, msg.data)
+                except Exception:
+                    self._failed()
+                    return None
+                if pending is not None:
+                    return pending
+            elif kind is WSMsgType.PING:
+                if not self.transport.is_closing():
+                    self.transport.write(pong_frame(msg.data))
+            elif kind is WSMsgType.CLOSE:
+                self._peer_closed(msg.data)
+                return None
+            elif kind is WSMsgType.BINARY:
+                self.commands.bad_frame(self, "binary frames are not accepted")
+        return None
+
+    async def _drain(self, pending: Awaitable[None]) -> None:
+        """Await what a command left, then handle the frames read meanwhile, until none is left
+        (a subscribe must be done before the next command, and before a detach)."""
+        try:
+            while True:
+                try:
+                    await pending
+                except Exception:
+                    self._failed()
                     return
-                except EofStream:
+                if (waiting := self._run_frames()) is None:
                     return
-                self.last_seen = clock()
-                kind = msg.type
-                if kind is WSMsgType.TEXT:
-                    try:
-                        await commands.handle_frame(self, msg.data)
-                    except Exception:
-                        log.exception("command failed; closing", extra={"conn": self.id})
-                        self.close(CloseCode.INTERNAL_ERROR, "internal error")
-                        return
-                elif kind is WSMsgType.PING:
-                    if not self.transport.is_closing():
-                        self.transport.write(pong_frame(msg.data))
-                elif kind is WSMsgType.CLOSE:
-                    self._peer_closed(msg.data)
-                    return
-                elif kind is WSMsgType.BINARY:
-                    commands.bad_frame(self, "binary frames are not accepted")
+                pending = waiting
         finally:
             self._draining = False
             if self._lost:
                 spawn(self.commands.node.detach(self))
+
+    def _failed(self) -> None:
+        log.exception("command failed; closing", extra={"conn": self.id})
+        self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _peer_closed(self, code: int) -> None:
         """The client's close frame: answer it (unless it answers ours) and close."""

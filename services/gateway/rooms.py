@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -315,11 +315,11 @@ class RoomCommands:
             cmd.get("id"), await self.link.call_raw(self.link.command("leave", room, conn))
         )
 
-    async def get(self, conn: ClientConnection, cmd: Command) -> None:
+    def get(self, conn: ClientConnection, cmd: Command) -> Awaitable[None] | None:
         room = check_room(cmd.get("room"))
-        await self._pipelined(conn, cmd.get("id"), room, self.link.command("get", room, conn))
+        return self._pipelined(conn, cmd.get("id"), room, self.link.command("get", room, conn))
 
-    async def update(self, conn: ClientConnection, cmd: Command) -> None:
+    def update(self, conn: ClientConnection, cmd: Command) -> Awaitable[None] | None:
         room = _native_room(cmd.get("room"))
         if "patch" not in cmd:
             raise BadRequest("patch is required")
@@ -328,19 +328,31 @@ class RoomCommands:
         if room not in conn.rooms:
             raise NotSubscribed(f"not in room {room!r}: join it first")
         command = self.link.command("update", room, conn, patch=patch, version=version)
-        await self._pipelined(conn, cmd.get("id"), room, command)
+        return self._pipelined(conn, cmd.get("id"), room, command)
 
-    async def _pipelined(
+    def _pipelined(
         self, conn: ClientConnection, cmd_id: Any, room: str, command: RoomCommand
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Send a command the socket's next frames need not wait for: its reply goes out when it
         comes. A member that streams updates (a cursor, a playhead) would otherwise wait a whole
         round trip through the rooms service per update. The commands of one socket still reach
         the rooms service in the order sent, and its replies come back in that order; at
-        `ROOM_CALLS_IN_FLIGHT` unanswered ones, the socket's next frames wait for one."""
+        `ROOM_CALLS_IN_FLIGHT` unanswered ones, the socket's next frames wait for one (what
+        is returned then)."""
+        if conn.room_calls >= ROOM_CALLS_IN_FLIGHT:
+            return self._send_when_answered(conn, cmd_id, room, command)
+        self._send(conn, cmd_id, room, command)
+        return None
+
+    async def _send_when_answered(
+        self, conn: ClientConnection, cmd_id: Any, room: str, command: RoomCommand
+    ) -> None:
         while conn.room_calls >= ROOM_CALLS_IN_FLIGHT:
             conn.room_slot = slot = asyncio.get_running_loop().create_future()
             await slot
+        self._send(conn, cmd_id, room, command)
+
+    def _send(self, conn: ClientConnection, cmd_id: Any, room: str, command: RoomCommand) -> None:
         future = self.link.submit(command)
         conn.room_calls += 1
         future.add_done_callback(functools.partial(self._answer, conn, cmd_id, room))

@@ -63,7 +63,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             conn.last_seen = clock()
             kind = msg.type
             if kind is WSMsgType.TEXT:
-                await commands.handle_frame(conn, msg.data)
+                if (pending := commands.handle_frame(conn, msg.data)) is not None:
+                    await pending
             elif kind is WSMsgType.PING:
                 await ws.pong(msg.data)
             elif kind is WSMsgType.BINARY:
