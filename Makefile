@@ -107,11 +107,14 @@ typecheck: $(STAMP)  ## mypy --strict on services/, clients/python and deploy/
 	$(BIN)/mypy
 	$(BIN)/mypy deploy
 
+# Every module runs even when one misses a target; make fails at the end if one did.
 bench: redis-server $(STAMP)  ## benchmarks next to their peers (python-socketio, raw Redis), figures as tables
-	$(BIN)/python -m bench
-	$(BIN)/python -m bench.streams
-	$(BIN)/python -m bench.handlers
-	$(BIN)/python -m bench.rooms_drain
+	@status=0; \
+	for module in bench bench.streams bench.handlers bench.rooms_drain; do \
+		echo "$(BIN)/python -m $$module"; \
+		$(BIN)/python -m $$module || status=1; \
+	done; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .switchboard .pytest_cache .mypy_cache .ruff_cache
