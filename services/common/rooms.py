@@ -62,12 +62,11 @@ the idle expiry). The index is one key outside the rooms' hash tags: on Redis Cl
 have to be split per slot.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from .channels import usable_name
-from .compact_json import dumps
+from .compact_json import dumps, loads
 from .errors import BadRequest, MethodNotFound
 
 NAMESPACE = "room"
@@ -106,7 +105,7 @@ def check_version(value: object) -> int | None:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RoomCommand:
     """One command on `sb:rooms:cmd`; `decode` checks every field a gateway may have sent."""
 
@@ -186,8 +185,8 @@ def reply_to(raw: bytes | str) -> tuple[str, str]:
 
 def _object(raw: bytes | str) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except ValueError:  # UnicodeDecodeError too
         raise BadRequest("command is not valid JSON") from None
     return check_object(body, "command")
 

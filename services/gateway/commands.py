@@ -6,7 +6,6 @@ after another, in order; the busiest (`room.update`, `room.get`, `ping`) without
 """
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +15,7 @@ from redis.exceptions import RedisError
 from services.common.auth import TokenRevoked
 from services.common.bus import Position, encode_data
 from services.common.channels import Namespace, Namespaces
+from services.common.compact_json import loads
 from services.common.errors import (
     AlreadySubscribed,
     BadRequest,
@@ -89,7 +89,7 @@ class Commands:
     def handle(self, conn: ClientConnection, line: str) -> Awaitable[None] | None:
         """Run one command: None once it is answered, or what is left of it to await."""
         try:
-            command = json.loads(line)
+            command = loads(line)
         except ValueError:
             self.bad_frame(conn, "frame is not valid JSON")
             return None
