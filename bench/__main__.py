@@ -59,6 +59,7 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
         duration_s=d,
         in_flight=args.rooms_in_flight,
         paced_rate=args.rooms_paced_rate,
+        timed_every=args.rooms_timed_every,
     )
     return {
         "busy": lambda t, r: fanout(t, r, busy),
@@ -234,6 +235,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=100.0,
         help="then room updates per second of a second, unhurried run (0: none)",
+    )
+    parser.add_argument(
+        "--rooms-timed-every",
+        type=int,
+        default=5,
+        help="every Nth member of a room times the pushes it receives (1: every member); the "
+        "others receive and count them: timing costs the load client, which shares its core "
+        "with Redis, and that cost showed as latency",
     )
     parser.add_argument(
         "--shared-cores",

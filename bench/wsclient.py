@@ -82,8 +82,6 @@ def mask_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
 
 
 @functools.cache
-
-
 def _send_time_pattern(ts_key: bytes) -> "re.Pattern[bytes]":
     return re.compile(re.escape(ts_key) + rb" ?(\d+)")
 
@@ -104,6 +102,7 @@ class WsClient(asyncio.Protocol):
     probe_at: int = 0
     probe: int = 0
     ts_key: bytes = b'"ts":'
+    timed = True  # False: deliveries are counted, not timed
     _send_times = _send_time_pattern(ts_key)  # compiled once per class, not per search
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -166,7 +165,7 @@ class WsClient(asyncio.Protocol):
                 return
         now = time.perf_counter_ns()
         pos = self._strided(buf) if self._stride else 0
-        if pos and self.tally.latencies_ns is not None:
+        if pos and self.tally.latencies_ns is not None and self.timed:
             self._latencies(buf, 0, pos, now)  # a run of deliveries: one search over all of it
         pos = self._frames(buf, pos, now)
         self._buf = buf[pos:] if pos < len(buf) else b""
@@ -218,7 +217,7 @@ class WsClient(asyncio.Protocol):
         """
         n = len(buf)
         probe_at, probe = self.probe_at, self.probe
-        record = self.tally.latencies_ns
+        record = self.tally.latencies_ns if self.timed else None
         # When only deliveries carry `ts_key`, those of the whole read are timed by one search
         # after the loop: a search per frame costs several times more per delivery.
         timed_from = pos if record is not None and self.ts_key == self.marker else -1
