@@ -1,16 +1,12 @@
 """The services' Redis client: commands packed by hiredis must reach Redis as redis-py's own
 packer would send them."""
 
-from collections.abc import AsyncIterator
-
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from services.common.redis import make_client, packing_with_hiredis
-from services.common.settings import RedisSettings
-from tests.conftest import RedisProcess
+from services.common.redis import packing_with_hiredis
 
 
 def test_hiredis_packing_matches_redis_pys() -> None:
@@ -24,16 +20,6 @@ def test_hiredis_packing_matches_redis_pys() -> None:
         assert b"".join(packed.pack_command(*args)) == b"".join(plain.pack_command(*args))
     with pytest.raises(DataError):
         packed.pack_command("SET", "k", None)
-
-
-@pytest.fixture
-async def client(redis_server: RedisProcess) -> AsyncIterator[Redis]:
-    client = make_client(RedisSettings(url=redis_server.url))
-    try:
-        yield client
-    finally:
-        await client.flushall()
-        await client.aclose()
 
 
 async def test_a_services_client_round_trips_values_through_redis(client: Redis) -> None:

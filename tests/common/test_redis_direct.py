@@ -2,7 +2,6 @@
 raised once and opened again, no interleaved calls."""
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -13,16 +12,6 @@ from services.common.redis import make_client
 from services.common.redis_direct import DirectConnection
 from services.common.settings import RedisSettings
 from tests.conftest import RedisProcess
-
-
-@pytest.fixture
-async def client(redis_server: RedisProcess) -> AsyncIterator[Redis]:
-    client = make_client(RedisSettings(url=redis_server.url))
-    try:
-        yield client
-    finally:
-        await client.flushall()
-        await client.aclose()
 
 
 async def test_replies_come_in_order_and_an_error_reply_does_not_stop_the_rest(
