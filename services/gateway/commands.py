@@ -49,7 +49,7 @@ class Commands:
         self.namespaces: Namespaces = node.settings.namespaces
         self.counts: dict[str, int] = {}
         self._rpc_tasks: set[asyncio.Task[None]] = set()
-        rooms = RoomCommands(node, self.namespaces)
+        rooms = RoomCommands(node, self.namespaces, self._failed)
         self._ops: dict[str, Handler] = {
             "connect": self.connect,
             "refresh": self.refresh,
@@ -131,7 +131,7 @@ class Commands:
             self._failed(conn, cmd_id, op, exc)
 
     def _failed(
-        self, conn: ClientConnection, cmd_id: Any, op: Any, exc: ServiceError | RedisError
+        self, conn: ClientConnection, cmd_id: Any, op: object, exc: ServiceError | RedisError
     ) -> None:
         """Answer a command that failed: its error, or 108 when Redis did not answer."""
         if isinstance(exc, ServiceError):

@@ -26,7 +26,6 @@ from services.common.compact_json import dumpb, dumps
 from services.common.errors import (
     AlreadySubscribed,
     BadRequest,
-    ErrorCode,
     InternalError,
     LimitExceeded,
     NotAvailable,
@@ -270,10 +269,16 @@ class RoomLink:
 class RoomCommands:
     """`room.join`, `room.leave`, `room.get`, `room.update` for the native protocol."""
 
-    def __init__(self, node: "GatewayNode", namespaces: Namespaces) -> None:
+    def __init__(
+        self,
+        node: "GatewayNode",
+        namespaces: Namespaces,
+        failed: Callable[[ClientConnection, Any, str, ServiceError | RedisError], None],
+    ) -> None:
         self.node = node
         self.link = node.rooms
         self.namespaces = namespaces
+        self._failed = failed  # answers a command that failed (Commands._failed)
 
     async def join(self, conn: ClientConnection, cmd: Command) -> None:
         room = _native_room(cmd.get("room"))
@@ -317,7 +322,7 @@ class RoomCommands:
 
     def get(self, conn: ClientConnection, cmd: Command) -> Awaitable[None] | None:
         room = check_room(cmd.get("room"))
-        return self._pipelined(conn, cmd.get("id"), room, self.link.command("get", room, conn))
+        return self._pipelined(conn, cmd.get("id"), self.link.command("get", room, conn))
 
     def update(self, conn: ClientConnection, cmd: Command) -> Awaitable[None] | None:
         room = _native_room(cmd.get("room"))
@@ -328,10 +333,10 @@ class RoomCommands:
         if room not in conn.rooms:
             raise NotSubscribed(f"not in room {room!r}: join it first")
         command = self.link.command("update", room, conn, patch=patch, version=version)
-        return self._pipelined(conn, cmd.get("id"), room, command)
+        return self._pipelined(conn, cmd.get("id"), command)
 
     def _pipelined(
-        self, conn: ClientConnection, cmd_id: Any, room: str, command: RoomCommand
+        self, conn: ClientConnection, cmd_id: Any, command: RoomCommand
     ) -> Awaitable[None] | None:
         """Send a command the socket's next frames need not wait for: its reply goes out when it
         comes. A member that streams updates (a cursor, a playhead) would otherwise wait a whole
@@ -340,45 +345,47 @@ class RoomCommands:
         `ROOM_CALLS_IN_FLIGHT` unanswered ones, the socket's next frames wait for one (what
         is returned then)."""
         if conn.room_calls >= ROOM_CALLS_IN_FLIGHT:
-            return self._send_when_answered(conn, cmd_id, room, command)
-        self._send(conn, cmd_id, room, command)
+            return self._send_when_answered(conn, cmd_id, command)
+        self._send(conn, cmd_id, command)
         return None
 
     async def _send_when_answered(
-        self, conn: ClientConnection, cmd_id: Any, room: str, command: RoomCommand
+        self, conn: ClientConnection, cmd_id: Any, command: RoomCommand
     ) -> None:
         while conn.room_calls >= ROOM_CALLS_IN_FLIGHT:
             conn.room_slot = slot = asyncio.get_running_loop().create_future()
             await slot
-        self._send(conn, cmd_id, room, command)
+        self._send(conn, cmd_id, command)
 
-    def _send(self, conn: ClientConnection, cmd_id: Any, room: str, command: RoomCommand) -> None:
+    def _send(self, conn: ClientConnection, cmd_id: Any, command: RoomCommand) -> None:
         future = self.link.submit(command)
         conn.room_calls += 1
-        future.add_done_callback(functools.partial(self._answer, conn, cmd_id, room))
+        future.add_done_callback(functools.partial(self._answer, conn, cmd_id, command))
 
     def _answer(
-        self, conn: ClientConnection, cmd_id: Any, room: str, future: "asyncio.Future[bytes]"
+        self,
+        conn: ClientConnection,
+        cmd_id: Any,
+        command: RoomCommand,
+        reply: "asyncio.Future[bytes]",
     ) -> None:
         conn.room_calls -= 1
         slot, conn.room_slot = conn.room_slot, None
         if slot is not None and not slot.done():
             slot.set_result(None)
-        if future.cancelled():
+        if reply.cancelled():
             return
         try:
-            conn.reply_raw(cmd_id, result_of(future.result()))
-        except NotSubscribed as exc:
-            # The rooms service no longer counts this socket in (reaped, room deleted):
-            # forget the room here too, so that a new `room.join` works.
-            self._forget(conn, room)
-            conn.error(cmd_id, int(exc.code), exc.message, **exc.details())
-        except ServiceError as exc:
-            conn.error(cmd_id, int(exc.code), exc.message, **exc.details())
-        except RedisError:
-            self.node.redis_errors += 1
-            log.warning("redis unavailable during a room command", extra={"conn": conn.id})
-            conn.error(cmd_id, int(ErrorCode.NOT_AVAILABLE), "temporarily unavailable")
+            conn.reply_raw(cmd_id, result_of(reply.result()))
+        except (ServiceError, RedisError) as exc:
+            if isinstance(exc, NotSubscribed):
+                # The rooms service no longer counts this socket in (reaped, room deleted):
+                # forget the room here too, so that a new `room.join` works.
+                self._forget(conn, command.room)
+            self._failed(conn, cmd_id, f"room.{command.op}", exc)
+        except Exception:  # a bug: the socket still gets an answer
+            log.exception("room command failed", extra={"conn": conn.id, "op": command.op})
+            self._failed(conn, cmd_id, f"room.{command.op}", InternalError())
 
     def _forget(self, conn: ClientConnection, room: str) -> None:
         conn.rooms.discard(room)
