@@ -87,12 +87,26 @@ def result_of(body: bytes) -> bytes:
     raise error_from(error)
 
 
-_NOT_PENDING: tuple[None, float] = (None, 0.0)
+# What a call does with its outcome: the body of its reply, or the error that ended it.
+Settle = Callable[[bytes | None, BaseException | None], None]
 
 
-def _expire(future: "asyncio.Future[Any]") -> None:
+def _settle_future(
+    future: "asyncio.Future[bytes]", body: bytes | None, exc: BaseException | None
+) -> None:
     if not future.done():
-        future.set_exception(NotAvailable("the rooms service did not answer in time"))
+        if exc is None:
+            future.set_result(body or b"")
+        else:
+            future.set_exception(exc)
+
+
+def _settle_written(future: "asyncio.Future[None]", exc: BaseException | None) -> None:
+    if not future.done():
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)
 
 
 class RoomLink:
@@ -112,14 +126,14 @@ class RoomLink:
         self.node_id = node_id
         self.settings = settings
         self.replies_connected = replies_connected  # whether a reply can reach us now
-        # Calls awaiting their reply, oldest first, with their deadline.
-        self._pending: dict[str, tuple[asyncio.Future[bytes], float]] = {}
+        # Calls awaiting their reply, oldest first: what settles each, and its deadline.
+        self._pending: dict[str, tuple[Settle, float]] = {}
         self._sweep_at: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
-        # The commands of this loop turn (encoded), and who waits on them: a call's future fails
-        # if the XADD does (its reply resolves it); a send's also resolves once the XADD is done.
+        # The commands of the next write (encoded), and who is told once it is done (None) or
+        # failed: a call then fails, a send returns.
         self._queued: list[str] = []
-        self._waiters: list[tuple[asyncio.Future[Any], bool]] = []
+        self._waiters: list[Callable[[BaseException | None], None]] = []
         self._writing = False  # an XADD is on its way: new commands wait for the next
         self._direct = DirectConnection(redis)
         self._xadd_all = redis.register_script(XADD_ALL_LUA)
@@ -143,61 +157,59 @@ class RoomLink:
     async def call_raw(self, command: RoomCommand) -> bytes:
         """Send `command`, return its result as the rooms service encoded it (a native client
         gets it as is); raise the error the rooms service answered."""
-        return result_of(await self.submit(command))
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.submit(command, functools.partial(_settle_future, future))
+        return result_of(await future)
 
-    def submit(self, command: RoomCommand) -> "asyncio.Future[bytes]":
-        """Send `command`; the future gets the body of its reply (see `result_of`), or the
-        XADD's error, or NotAvailable after the timeout.
+    def submit(self, command: RoomCommand, settle: Settle) -> None:
+        """Send `command`; `settle` gets the body of its reply (see `result_of`) when it comes,
+        called from the subscriber's callback (a reply written then leaves with the pushes of
+        the same read), or the XADD's error, or NotAvailable after the timeout.
 
-        One future per call, failed by the XADD or resolved by the reply; no timer of its own
-        (one sweep expires the calls in the order they were made, all with the same timeout):
-        this runs for every room update, so no task, no shield, no timeout context."""
+        No future, task or timer of its own (one sweep expires the calls in the order they
+        were made, all with the same timeout): this runs for every room update."""
         if not self.replies_connected():
             # The answer could not reach us: say so now rather than after the timeout.
             raise NotAvailable("temporarily unavailable")
         req = str(next(self._ids))
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.create_future()
         deadline = loop.time() + self.settings.timeout_s
-        self._pending[req] = (future, deadline)
+        self._pending[req] = (settle, deadline)
         if self._sweep_at is None:
             self._sweep_at = loop.call_at(deadline, self._sweep)
-        self._enqueue(loop, [command.encode(req)], future, written=False)
-        return future
+        self._enqueue([command.encode(req)], functools.partial(self._unwritten, req))
+
+    def _unwritten(self, req: str, exc: BaseException | None) -> None:
+        """After the XADD: a call whose command did not reach Redis fails at once."""
+        if exc is not None and (call := self._pending.pop(req, None)) is not None:
+            call[0](None, exc)
 
     def _sweep(self) -> None:
-        """Expire the calls whose deadline passed; forget the ones settled otherwise."""
+        """Expire the calls whose deadline passed."""
         self._sweep_at = None
         loop = asyncio.get_running_loop()
         now, pending = loop.time(), self._pending
         while pending:
-            req, (future, deadline) = next(iter(pending.items()))
-            if deadline > now and not future.done():
+            req, (settle, deadline) = next(iter(pending.items()))
+            if deadline > now:
                 self._sweep_at = loop.call_at(deadline, self._sweep)
                 return
             del pending[req]
-            _expire(future)
+            settle(None, NotAvailable("the rooms service did not answer in time"))
 
     async def send(self, commands: list[RoomCommand]) -> None:
         """Send commands nobody waits for (the leaves of a closed socket); return once written."""
         if commands:
-            loop = asyncio.get_running_loop()
-            written: asyncio.Future[None] = loop.create_future()
-            self._enqueue(loop, [command.encode() for command in commands], written, written=True)
+            written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            encoded = [command.encode() for command in commands]
+            self._enqueue(encoded, functools.partial(_settle_written, written))
             await written
 
-    def _enqueue(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        commands: list[str],
-        waiter: "asyncio.Future[Any]",
-        *,
-        written: bool,
-    ) -> None:
+    def _enqueue(self, commands: list[str], waiter: Callable[[BaseException | None], None]) -> None:
         """Queue commands for the next XADD: the commands of every socket read in one loop turn,
         and those queued while the last XADD was on its way, go to Redis in one round trip."""
         self._queued.extend(commands)
-        self._waiters.append((waiter, written))
+        self._waiters.append(waiter)
         if not self._writing:
             self._writing = True
             spawn(self._write_all())  # runs after this turn's other callbacks
@@ -212,7 +224,7 @@ class RoomLink:
             self._writing = False
 
     async def _write(
-        self, commands: list[str], waiters: list[tuple[asyncio.Future[Any], bool]]
+        self, commands: list[str], waiters: list[Callable[[BaseException | None], None]]
     ) -> None:
         stream = self._keys.rooms_cmd
         xadd: tuple[EncodableT, ...]
@@ -227,13 +239,11 @@ class RoomLink:
             if isinstance(reply, Exception):
                 raise reply
         except Exception as exc:  # every waiter of the batch gets it (RedisError, mostly)
-            for waiter, _ in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+            for waiter in waiters:
+                waiter(exc)
         else:
-            for waiter, written in waiters:
-                if written and not waiter.done():
-                    waiter.set_result(None)
+            for waiter in waiters:
+                waiter(None)
 
     def on_reply(self, data: bytes) -> None:
         """Subscriber callback for this node's reply channel: hands the waiting call the body
@@ -250,9 +260,9 @@ class RoomLink:
             except (ValueError, KeyError, TypeError):
                 log.warning("malformed room reply ignored")
                 return
-        future, _ = self._pending.pop(req, _NOT_PENDING)
-        if future is not None and not future.done():
-            future.set_result(body)
+        call = self._pending.pop(req, None)
+        if call is not None:
+            call[0](body, None)
 
     async def renew(self, members: dict[str, list[str]]) -> None:
         """Push the heartbeat deadline of every member of this node, in one round trip."""
@@ -358,25 +368,26 @@ class RoomCommands:
         self._send(conn, cmd_id, command)
 
     def _send(self, conn: ClientConnection, cmd_id: Any, command: RoomCommand) -> None:
-        future = self.link.submit(command)
+        self.link.submit(command, functools.partial(self._answer, conn, cmd_id, command))
         conn.room_calls += 1
-        future.add_done_callback(functools.partial(self._answer, conn, cmd_id, command))
 
     def _answer(
         self,
         conn: ClientConnection,
         cmd_id: Any,
         command: RoomCommand,
-        reply: "asyncio.Future[bytes]",
+        body: bytes | None,
+        error: BaseException | None,
     ) -> None:
+        """Answer the socket (called from the subscriber's callback: it must not raise)."""
         conn.room_calls -= 1
         slot, conn.room_slot = conn.room_slot, None
         if slot is not None and not slot.done():
             slot.set_result(None)
-        if reply.cancelled():
-            return
         try:
-            conn.reply_raw(cmd_id, result_of(reply.result()))
+            if error is not None:
+                raise error
+            conn.reply_raw(cmd_id, result_of(body or b""))
         except (ServiceError, RedisError) as exc:
             if isinstance(exc, NotSubscribed):
                 # The rooms service no longer counts this socket in (reaped, room deleted):

@@ -3,6 +3,7 @@
 import asyncio
 from typing import Any
 
+from services.common.errors import ErrorCode
 from services.gateway.rooms import ROOM_CALLS_IN_FLIGHT
 from tests.helpers import Client
 
@@ -65,3 +66,18 @@ async def test_past_the_bound_a_sockets_next_commands_wait(gateway, start_rooms)
     assert labels.index("ping") > 0  # read once the first update was answered
     updates = [result["version"] for label, result in alice.answered if label != "ping"]
     assert updates == list(range(2, ROOM_CALLS_IN_FLIGHT + 3))  # all of them, in order
+
+
+async def test_an_update_redis_refuses_to_queue_fails_at_once_with_108(gateway, start_rooms, redis):
+    rooms = await start_rooms(ROOMS_CONSUMER="first")
+    alice = await gateway.connect("alice")
+    await alice.ok("room.join", room="r")
+    await rooms.http.close()
+    await redis.delete("sb:rooms:cmd")
+    await redis.set("sb:rooms:cmd", "not a stream")  # every XADD now fails (WRONGTYPE)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reply = await alice.call("room.update", room="r", patch={"n": 1})
+    assert reply["error"]["code"] == ErrorCode.NOT_AVAILABLE
+    assert loop.time() - started < 2.0  # not the 5 s timeout
+    assert (await alice.call("ping"))["result"] == {}  # the socket goes on
