@@ -76,6 +76,7 @@ ROWS = [
     Row("rooms", "gateways_cpu_us_per_update", "2 gateways' CPU us/update", False, 1),
     Row("rooms", "rooms_cpu_us_per_update", "rooms service CPU us/update", False, 1),
     Row("rooms", "redis_cpu_us_per_update", "redis CPU us/update", False, 1),
+    Row("rooms", "frames_per_write", "frames per socket write", True, 2),
     Row("rooms", "lost", "lost pushes", False, 0),
     Row("room", "updates_per_s", "room updates/s (higher is better)", True, 0),
     Row("room", "pushes_per_s", "pushes received/s (higher is better)", True, 0),
@@ -84,6 +85,7 @@ ROWS = [
     Row("room", "gateways_cpu_us_per_update", "2 gateways' CPU us/update", False, 1),
     Row("room", "rooms_cpu_us_per_update", "rooms service CPU us/update", False, 1),
     Row("room", "redis_cpu_us_per_update", "redis CPU us/update", False, 1),
+    Row("room", "frames_per_write", "frames per socket write", True, 2),
     Row("room", "lost", "lost pushes", False, 0),
 ]
 

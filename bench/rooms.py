@@ -127,7 +127,13 @@ async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Resu
         others["rooms"] = rooms.pid
         servers = [*gateways, rooms]
         meter = Meter(gateways[0], redis, others)
+        before = await _writes(target, gateways)
         result = await _paced(meter, servers, clients, tally, answers, spec)
+        frames, writes = (
+            a - b for a, b in zip(await _writes(target, gateways), before, strict=True)
+        )
+        if writes:
+            result.metrics["frames_per_write"] = frames / writes
         if spec.paced_rate:
             # The same members at a rate this machine keeps up with: latency without a queue.
             paced = replace(spec, rate=spec.paced_rate, in_flight=10 * spec.in_flight)
@@ -143,6 +149,12 @@ async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Resu
         for gateway in gateways:
             gateway.stop()
         rooms.stop()
+
+
+async def _writes(target: Target, gateways: Sequence[ServerProcess]) -> tuple[float, float]:
+    """Frames and socket writes of the gateways so far (their own counters)."""
+    counts = [await target.counters(gateway) for gateway in gateways]
+    return sum(c.get("frames", 0) for c in counts), sum(c.get("writes", 0) for c in counts)
 
 
 def start_rooms_service(
