@@ -21,7 +21,10 @@ from redis.typing import EncodableT
 
 
 class DirectConnection:
-    """Sends a pipeline of commands on a connection of its own; one call at a time."""
+    """Sends a pipeline of commands on a connection of its own; one call at a time.
+
+    The connection is taken from the client's pool on the first call and kept for good: it
+    closes with the client (`Redis.aclose` closes connections in use too)."""
 
     def __init__(self, redis: Redis) -> None:
         self._pool = redis.connection_pool
@@ -70,10 +73,3 @@ class DirectConnection:
             await conn.disconnect(nowait=True)
             raise
         return replies
-
-    async def release(self) -> None:
-        """Give the connection back to the pool (on shutdown)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.socket_timeout = self._timeout
-            await self._pool.release(conn)

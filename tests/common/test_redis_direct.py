@@ -26,7 +26,6 @@ async def test_replies_come_in_order_and_an_error_reply_does_not_stop_the_rest(
     assert "not an integer" in str(replies[1])
     assert await client.xlen("s") == 1
     assert replies[3] == b"v"
-    await direct.release()
 
 
 async def test_a_killed_connection_fails_one_call_and_the_next_opens_it_again(
@@ -41,7 +40,6 @@ async def test_a_killed_connection_fails_one_call_and_the_next_opens_it_again(
     with pytest.raises(ConnectionError):
         await direct.execute(("INCR", "n"))
     assert await direct.execute(("INCR", "n"), ("INCR", "n")) == [1, 2]
-    await direct.release()
 
 
 async def test_a_dead_redis_is_an_error_and_a_restarted_one_is_used_again(
@@ -55,7 +53,6 @@ async def test_a_dead_redis_is_an_error_and_a_restarted_one_is_used_again(
         await direct.execute(("PING",))
     spare_redis.start()
     assert await direct.execute(("PING",)) in ([True], [b"PONG"])
-    await direct.release()
     await client.aclose()
 
 
@@ -66,7 +63,6 @@ async def test_a_second_call_while_one_is_on_its_way_is_refused(client: Redis) -
     with pytest.raises(RuntimeError):
         await direct.execute(("PING",))
     assert await first == [None]
-    await direct.release()
 
 
 async def test_a_call_redis_does_not_answer_in_time_is_a_timeout(
@@ -80,5 +76,4 @@ async def test_a_call_redis_does_not_answer_in_time_is_a_timeout(
         await direct.execute(("INCR", "n"))
     await asyncio.sleep(1.0)
     assert await direct.execute(("PING",)) in ([True], [b"PONG"])  # on a new connection
-    await direct.release()
     await impatient.aclose()
