@@ -351,7 +351,8 @@ class RoomCommands:
         """Send a command the socket's next frames need not wait for: its reply goes out when it
         comes. A member that streams updates (a cursor, a playhead) would otherwise wait a whole
         round trip through the rooms service per update. The commands of one socket still reach
-        the rooms service in the order sent, and its replies come back in that order; at
+        the rooms service in the order sent; those for one room are applied and answered in
+        that order; at
         `ROOM_CALLS_IN_FLIGHT` unanswered ones, the socket's next frames wait for one (what
         is returned then)."""
         if conn.room_calls >= ROOM_CALLS_IN_FLIGHT:
