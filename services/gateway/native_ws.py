@@ -308,7 +308,7 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
                 try:
                     pending = self.commands.handle_frame(self, msg.data)
                 except Exception:
-                    self._failed()
+                    self._internal_error()
                     return None
                 if pending is not None:
                     return pending
@@ -330,7 +330,7 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
                 try:
                     await pending
                 except Exception:
-                    self._failed()
+                    self._internal_error()
                     return
                 if (waiting := self._run_frames()) is None:
                     return
@@ -340,7 +340,7 @@ class NativeConnection(ClientConnection, asyncio.Protocol):
             if self._lost:
                 spawn(self.commands.node.detach(self))
 
-    def _failed(self) -> None:
+    def _internal_error(self) -> None:
         log.exception("command failed; closing", extra={"conn": self.id})
         self.close(CloseCode.INTERNAL_ERROR, "internal error")
 

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
@@ -87,24 +87,17 @@ def result_of(body: bytes) -> bytes:
     raise error_from(error)
 
 
+T = TypeVar("T")
+
 # What a call does with its outcome: the body of its reply, or the error that ended it.
 Settle = Callable[[bytes | None, BaseException | None], None]
 
 
-def _settle_future(
-    future: "asyncio.Future[bytes]", body: bytes | None, exc: BaseException | None
-) -> None:
+def _settle(future: "asyncio.Future[T]", result: T, exc: BaseException | None) -> None:
+    """End `future` with `result`, or `exc` when there is one (unless it ended already)."""
     if not future.done():
         if exc is None:
-            future.set_result(body or b"")
-        else:
-            future.set_exception(exc)
-
-
-def _settle_written(future: "asyncio.Future[None]", exc: BaseException | None) -> None:
-    if not future.done():
-        if exc is None:
-            future.set_result(None)
+            future.set_result(result)
         else:
             future.set_exception(exc)
 
@@ -158,7 +151,7 @@ class RoomLink:
         """Send `command`, return its result as the rooms service encoded it (a native client
         gets it as is); raise the error the rooms service answered."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.submit(command, functools.partial(_settle_future, future))
+        self.submit(command, functools.partial(_settle, future))
         return result_of(await future)
 
     def submit(self, command: RoomCommand, settle: Settle) -> None:
@@ -202,7 +195,7 @@ class RoomLink:
         if commands:
             written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             encoded = [command.encode() for command in commands]
-            self._enqueue(encoded, functools.partial(_settle_written, written))
+            self._enqueue(encoded, functools.partial(_settle, written, None))
             await written
 
     def _enqueue(self, commands: list[str], waiter: Callable[[BaseException | None], None]) -> None:
