@@ -51,12 +51,15 @@ class ProcSample:
 
     `cpu_s` sums the scheduler's nanosecond run time of every thread (/proc/<pid>/task/*/
     schedstat); `tick_cpu_s` is utime+stime from /proc/<pid>/stat, counted in 10 ms clock ticks,
-    too coarse for a run of a few seconds at low load but kept as a cross-check.
+    too coarse for a run of a few seconds at low load but kept as a cross-check. `system_s` is
+    the stime part alone: the kernel's work for the process (its socket writes and reads, and
+    on loopback the receiving side's softirq work that runs in the writer's context).
     """
 
     cpu_s: float
     tick_cpu_s: float
     rss_kb: int
+    system_s: float = 0.0
 
 
 def _schedstat_s(pid: int) -> float | None:
@@ -77,6 +80,7 @@ def sample(pid: int) -> ProcSample:
     # The command name (field 2) may hold spaces: split after its closing parenthesis.
     fields = stat[stat.rindex(b")") + 2 :].split()
     tick_cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    system_s = int(fields[12]) / CLOCK_TICKS
     rss_kb = 0
     with open(f"/proc/{pid}/status", "rb") as f:
         for line in f:
@@ -85,7 +89,10 @@ def sample(pid: int) -> ProcSample:
                 break
     precise = _schedstat_s(pid)
     return ProcSample(
-        cpu_s=tick_cpu_s if precise is None else precise, tick_cpu_s=tick_cpu_s, rss_kb=rss_kb
+        cpu_s=tick_cpu_s if precise is None else precise,
+        tick_cpu_s=tick_cpu_s,
+        rss_kb=rss_kb,
+        system_s=system_s,
     )
 
 

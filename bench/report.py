@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .harness import ALL_CPUS
+from .harness import ALL_CPUS, PLACEMENT
 from .workloads import Result
 
 Results = dict[str, dict[str, Result | str]]  # workload -> system -> result, or why it failed
@@ -77,6 +77,8 @@ ROWS = [
     Row("rooms", "rooms_cpu_us_per_update", "rooms service CPU us/update", False, 1),
     Row("rooms", "redis_cpu_us_per_update", "redis CPU us/update", False, 1),
     Row("rooms", "frames_per_write", "frames per socket write", True, 2),
+    Row("rooms", "gateways_kernel_us_per_write", "gateways' kernel us/socket write", False, 2),
+    Row("rooms", "kernel_cores_at_offered", "kernel cores for writes at offered rate", False, 2),
     Row("rooms", "lost", "lost pushes", False, 0),
     Row("room", "updates_per_s", "room updates/s (higher is better)", True, 0),
     Row("room", "pushes_per_s", "pushes received/s (higher is better)", True, 0),
@@ -86,6 +88,8 @@ ROWS = [
     Row("room", "rooms_cpu_us_per_update", "rooms service CPU us/update", False, 1),
     Row("room", "redis_cpu_us_per_update", "redis CPU us/update", False, 1),
     Row("room", "frames_per_write", "frames per socket write", True, 2),
+    Row("room", "gateways_kernel_us_per_write", "gateways' kernel us/socket write", False, 2),
+    Row("room", "kernel_cores_at_offered", "kernel cores for writes at offered rate", False, 2),
     Row("room", "lost", "lost pushes", False, 0),
 ]
 
@@ -98,11 +102,14 @@ TARGETS = [
     ("latency", "p99_ms", 5.0, "p99 < 5 ms at 10,000 deliveries/s", "max"),
     ("idle", "kb_per_connection", 12.0, "<= 12 KB RSS per idle connection", "max"),
     ("sio", "deliveries_per_s", 2.0, ">= 2x python-socketio's deliveries/s on /events", "ratio"),
-    ("rooms", "updates_per_s", 5000.0, ">= 5,000 room updates/s", "min"),
-    ("rooms", "p99_ms", 10.0, "room update p99 < 10 ms", "max"),
     ("room", "updates_per_s", 5000.0, ">= 5,000 room updates/s, one room", "min"),
     ("room", "p99_ms", 10.0, "room update p99 < 10 ms, one room", "max"),
 ]
+# The issue's room targets are for one review room served by 2 gateways (`room`). The same rate
+# spread over many rooms (`rooms`) is checked too, with the floor its socket writes put under
+# any server on this machine's one server core (see BENCHMARKS.md).
+SPREAD_RATE = 5000.0
+SPREAD_P99_MS = 10.0
 
 
 def value(result: Result | str | None, metric: str) -> float | None:
@@ -179,7 +186,33 @@ def target_check(results: Results, system: str, peer: str | None = None) -> list
             got /= theirs
         met = got <= limit if kind == "max" else got >= limit
         lines.append(f"{text}: {got:.2f} -> {'met' if met else 'MISSED'}")
+    spread = results.get("rooms", {}).get(system)
+    if isinstance(spread, Result):
+        lines.append(spread_check(spread, len(PLACEMENT.server)))
     return lines
+
+
+def spread_check(result: Result, server_cores: int) -> str:
+    """The one-room targets' rate over many rooms, and the cores it would take at this run's CPU
+    time per update: the servers on their cores, and the whole machine with the load client."""
+    m = result.metrics
+    rate, p99 = m.get("updates_per_s", 0.0), m.get("p99_ms", math.nan)
+    head = f"5,000 updates/s with p99 < 10 ms over {m.get('rooms', 0):.0f} rooms: {rate:,.0f}/s"
+    head += f", p99 {p99:.1f} ms"
+    if rate >= SPREAD_RATE and p99 < SPREAD_P99_MS:
+        return f"{head} -> met"
+    if "kernel_cores_at_offered" not in m or not rate:
+        return f"{head} -> MISSED"
+    offered = m["offered_updates_per_s"]
+    servers = (m["gateways_cpu_us_per_update"] + m["rooms_cpu_us_per_update"]) * offered / 1e6
+    others = (m["redis_cpu_utilisation"] + m["client_cpu_utilisation"]) * offered / rate
+    return (
+        f"{head} -> MISSED: at this run's CPU per update, {offered:,.0f}/s takes "
+        f"{servers:.2f} cores for the servers (on {server_cores}), "
+        f"{m['kernel_cores_at_offered']:.2f} of them the kernel's socket writes at "
+        f"{m['frames_per_write']:.1f} frames per write, and {servers + others:.1f} with Redis "
+        f"and the load client (on {len(ALL_CPUS)})"
+    )
 
 
 def machine() -> dict[str, Any]:

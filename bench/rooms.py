@@ -132,8 +132,9 @@ async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Resu
         frames, writes = (
             a - b for a, b in zip(await _writes(target, gateways), before, strict=True)
         )
+        result.metrics["rooms"] = spec.rooms
         if writes:
-            result.metrics["frames_per_write"] = frames / writes
+            _write_costs(result, frames, writes, spec.rate)
         if spec.paced_rate:
             # The same members at a rate this machine keeps up with: latency without a queue.
             paced = replace(spec, rate=spec.paced_rate, in_flight=10 * spec.in_flight)
@@ -149,6 +150,29 @@ async def rooms_run(target: Target, redis: RedisServer, spec: RoomsSpec) -> Resu
         for gateway in gateways:
             gateway.stop()
         rooms.stop()
+
+
+def _is_gateway(name: str) -> bool:
+    return name == "server" or name.startswith("gateway")
+
+
+def _write_costs(result: Result, frames: float, writes: float, rate: float) -> None:
+    """Frames per socket write, the gateways' kernel time per write, and what the writes alone
+    would take at the offered rate: the floor under any user-space work.
+
+    A member gets one push per update of its room; how many share a write depends on how many
+    arrive together, so the writes an update costs grow with the number of rooms, and each
+    costs the kernel the same whatever the server does in Python.
+    """
+    metrics = result.metrics
+    updates = metrics["updates"]
+    metrics["frames_per_write"] = frames / writes
+    metrics["gateways_kernel_us_per_write"] = 1e6 * metrics["gateways_system_s"] / writes
+    writes_at_rate = rate * writes / max(updates, 1)
+    metrics["writes_per_s_at_offered"] = writes_at_rate
+    metrics["kernel_cores_at_offered"] = (
+        writes_at_rate * metrics["gateways_kernel_us_per_write"] / 1e6
+    )
 
 
 async def _writes(target: Target, gateways: Sequence[ServerProcess]) -> tuple[float, float]:
@@ -296,7 +320,8 @@ async def _paced(
             result.notes.append(f"{server.name} died")
     check_alive(servers[0], clients, result)
     cpu = meter.cpu_s
-    gateways_s = sum(v for k, v in cpu.items() if k == "server" or k.startswith("gateway"))
+    gateways_s = sum(v for k, v in cpu.items() if _is_gateway(k))
+    gateways_system_s = sum(v for k, v in meter.system_s.items() if _is_gateway(k))
     result.metrics = {
         "updates": acked,
         "offered_updates_per_s": spec.rate,
@@ -309,6 +334,7 @@ async def _paced(
         "gateways_cpu_us_per_update": 1e6 * gateways_s / max(acked, 1),
         "rooms_cpu_us_per_update": 1e6 * cpu["rooms"] / max(acked, 1),
         "redis_cpu_us_per_update": 1e6 * cpu["redis"] / max(acked, 1),
+        "gateways_system_s": gateways_system_s,
         "gateways_cpu_utilisation": gateways_s / elapsed_s,
         "rooms_cpu_utilisation": cpu["rooms"] / elapsed_s,
         "redis_cpu_utilisation": cpu["redis"] / elapsed_s,

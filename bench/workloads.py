@@ -52,6 +52,7 @@ class Meter:
         self._start: dict[str, ProcSample] = {}
         self._t0 = self._busy0 = self._stolen0 = 0.0
         self.cpu_s: dict[str, float] = {}
+        self.system_s: dict[str, float] = {}
         self.tick_cpu_s = 0.0
         self.other_cores = self.stolen_cores = 0.0
 
@@ -63,6 +64,7 @@ class Meter:
     def stop(self) -> None:
         end = {name: sample(pid) for name, pid in self._pids.items()}
         self.cpu_s = {name: end[name].cpu_s - self._start[name].cpu_s for name in end}
+        self.system_s = {name: end[name].system_s - self._start[name].system_s for name in end}
         self.tick_cpu_s = end["server"].tick_cpu_s - self._start["server"].tick_cpu_s
         # Same 10 ms clock ticks as /proc/stat; a process's ticks include the softirq time
         # spent on its own loopback traffic.
