@@ -44,6 +44,7 @@ class StreamsSettings:
     announce: bool = False  # PUBLISH each push on the gateway channel `streams:<id>`
     reader_buffer: int = 512  # entries buffered per pull socket before it reads from Redis
     read_block_ms: int = 1000  # block time of the shared read loop's XREAD
+    heap_keep_bytes: int = 64 * 1024 * 1024  # freed memory kept for the next batch (0 = libc's)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "StreamsSettings":
@@ -70,6 +71,7 @@ class StreamsSettings:
             announce=env.get("STREAMS_ANNOUNCE", parse_bool, False),
             reader_buffer=env.get("STREAMS_READER_BUFFER", positive(int), 512),
             read_block_ms=env.get("STREAMS_READ_BLOCK_MS", positive(int), 1000),
+            heap_keep_bytes=env.get("STREAMS_HEAP_KEEP_MB", non_negative(int), 64) * 1024 * 1024,
         )
 
 

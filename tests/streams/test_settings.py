@@ -18,6 +18,8 @@ def test_defaults_and_empty_prefix() -> None:
     assert (settings.port, settings.key_prefix, settings.maxlen) == (7890, "sb:data:", 1000)
     assert settings.default_access == "readwrite" and not settings.maxlen_exact
     assert StreamsSettings.from_env({**BASE, "STREAMS_KEY_PREFIX": ""}).key_prefix == ""
+    assert settings.heap_keep_bytes == 64 * 1024 * 1024
+    assert StreamsSettings.from_env({**BASE, "STREAMS_HEAP_KEEP_MB": "0"}).heap_keep_bytes == 0
 
 
 @pytest.mark.parametrize(
@@ -31,6 +33,7 @@ def test_defaults_and_empty_prefix() -> None:
         ("STREAMS_ANNOUNCE", "perhaps"),
         ("STREAMS_KEY_PREFIX", "a b"),
         ("STREAMS_READER_BUFFER", "0"),
+        ("STREAMS_HEAP_KEEP_MB", "-1"),
     ],
 )
 def test_bad_values_are_named(name: str, value: str) -> None:
