@@ -26,7 +26,7 @@ def keep_freed_heap(keep_bytes: int) -> bool:
         return False
     libc = ctypes.CDLL(None)
     # Setting either value turns glibc's adaptive thresholds off: both are set, mmap first.
-    ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
+    ok: bool = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
     ok = ok and libc.mallopt(M_TRIM_THRESHOLD, keep_bytes) == 1
     if not ok:
         log.warning("malloc settings refused", extra={"keep_bytes": keep_bytes})
