@@ -326,6 +326,7 @@ async def _paced(
         "updates": acked,
         "offered_updates_per_s": spec.rate,
         "sent_updates_per_s": sent / send_s,
+        "elapsed_s": elapsed_s,
         "updates_per_s": acked / elapsed_s,
         "pushes_per_s": tally.total / elapsed_s,
         "p50_ms": percentile(samples, 0.50) / 1e6,
