@@ -106,8 +106,8 @@ TARGETS = [
     ("room", "p99_ms", 10.0, "room update p99 < 10 ms, one room", "max"),
 ]
 # The room targets are for one review room served by 2 gateways (`room`). The same rate
-# spread over many rooms (`rooms`) is checked too, with the floor its socket writes put under
-# any server on this machine's one server core (see BENCHMARKS.md).
+# spread over many rooms (`rooms`) is checked too; when missed, the line says what it would take
+# of the machine (see BENCHMARKS.md).
 SPREAD_RATE = 5000.0
 SPREAD_P99_MS = 10.0
 
