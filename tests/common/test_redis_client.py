@@ -1,12 +1,16 @@
 """The services' Redis client: commands packed by hiredis must reach Redis as redis-py's own
 packer would send them."""
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from services.common.redis import packing_with_hiredis
+from services.common.redis import make_client, packing_with_hiredis
+from services.common.settings import RedisSettings
+from tests.conftest import RedisProcess
 
 
 def test_hiredis_packing_matches_redis_pys() -> None:
@@ -30,3 +34,25 @@ async def test_a_services_client_round_trips_values_through_redis(client: Redis)
     await client.xadd("s", {"c": b"\xff" * 70_000})  # larger than redis-py's buffer cutoff
     [(_, fields)] = await client.xrange("s")
     assert fields == {b"c": b"\xff" * 70_000}
+
+
+async def test_idle_connections_closed_by_a_redis_restart_are_replaced(
+    spare_redis: RedisProcess,
+) -> None:
+    """After Redis restarts, the first commands on the pool's idle connections succeed.
+
+    redis-py 8.1 with RESP3 skipped its stale-connection check (maintenance notifications on by
+    default): each idle connection failed its next command with "Connection closed by server",
+    so a gateway answered 108 right after its /readyz said ready."""
+    client = make_client(RedisSettings(url=spare_redis.url))
+    try:
+        await asyncio.gather(*(client.ping() for _ in range(4)))  # four idle connections
+        idle = len(client.connection_pool._available_connections)
+        assert idle >= 2
+        spare_redis.stop()
+        await asyncio.sleep(0.2)  # the event loop sees the closed sockets, as during an outage
+        spare_redis.start()
+        results = await asyncio.gather(*(client.eval("return 1", 0) for _ in range(idle)))
+        assert results == [1] * idle
+    finally:
+        await client.aclose()
